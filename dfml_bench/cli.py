@@ -1,0 +1,231 @@
+"""The `dfml-bench` command line. Imports torch only inside commands that train or evaluate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dfml_bench import __version__
+from dfml_bench.errors import DfmlError
+
+DEFAULT_RESULTS = "runs"
+
+
+def _registry(ctx: click.Context) -> Any:
+    from dfml_bench.plugins import load_registry
+
+    obj = ctx.ensure_object(dict)
+    if "registry" not in obj:
+        obj["registry"] = load_registry(strict=obj.get("strict"))
+    return obj["registry"]
+
+
+def _stderr() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _warn_failed(ctx: click.Context) -> None:
+    for failed in _registry(ctx).failed:
+        _stderr().print(f"[yellow]warning:[/] plugin '{failed.name}' was skipped: {failed.reason}", highlight=False)
+
+
+class Cli(click.Group):
+    """Turns DfmlError (and any unexpected error) into one line, unless --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            _stderr().print("[red]interrupted[/]; re-run the same command to resume where it stopped.")
+            sys.exit(130)
+        except Exception as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            if isinstance(exc, DfmlError):
+                msg = str(exc)
+            else:
+                msg = f"unexpected {type(exc).__name__}: {exc} (re-run with --debug for the traceback)"
+            _stderr().print(f"[red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dfml-bench")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--strict-plugins", is_flag=True, default=None,
+              help="A plugin that fails to load is a fatal error (also DFML_BENCH_STRICT_PLUGINS=1).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, strict_plugins: bool | None) -> None:
+    """Benchmark data-free meta-learning methods (BiDf-MKD and baselines) on black-box API pools."""
+    ctx.ensure_object(dict).update(debug=debug, strict=strict_plugins)
+
+
+def _split(values: tuple[str, ...]) -> list[str] | None:
+    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def _ints(values: tuple[str, ...], what: str) -> list[int] | None:
+    items = _split(values)
+    if items is None:
+        return None
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        raise DfmlError(f"--{what} takes integers such as 1,5; got '{','.join(items)}'.") from None
+
+
+@main.command()
+@click.option("--method", "-m", multiple=True, help="Method(s) to run; repeat or comma-separate for a grid.")
+@click.option("--scenario", "-s", multiple=True, help="Scenario(s): SS, SH, MH or a plugin's.  [default: SS]")
+@click.option("--shots", multiple=True, help="K-shot values, e.g. 1,5 (one run each).")
+@click.option("--seeds", multiple=True, help="Seeds, e.g. 0,1,2 (one run each).")
+@click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over the profile.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. train.meta_iterations=200.")
+@click.option("--device", help="auto | cpu | cuda | cuda:N  [default: auto]")
+@click.option("--launcher", help="Where runs execute.  [default: local]")
+@click.option("--results", "results", type=click.Path(file_okay=False), default=DEFAULT_RESULTS, show_default=True,
+              help="Directory for run directories.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Directory of prepared real datasets.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache for rendered data.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.pass_context
+def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], shots: tuple[str, ...],
+        seeds: tuple[str, ...], profile: str, config_file: str | None, sets: tuple[str, ...], device: str | None,
+        launcher: str | None, results: str, data_root: str | None, cache_dir: str | None,
+        progress: bool | None) -> None:
+    """Run methods x scenarios x shots x seeds and store one result per run.
+
+    Finished runs (same resolved config) are not run again.
+    """
+    from dfml_bench.config import build_raw_config, component_params, resolve_runs, top_level
+
+    registry = _registry(ctx)
+    _warn_failed(ctx)
+    flags: dict[str, Any] = {
+        "method": ",".join(_split(method) or []) or None,
+        "scenario": ",".join(_split(scenario) or []) or None,
+        "shots": _ints(shots, "shots"), "seeds": _ints(seeds, "seeds"), "device": device,
+        "data_root": data_root, "cache_dir": cache_dir, "launcher": launcher,
+    }
+    raw = build_raw_config(profile, config_file, sets, flags)
+    runs = resolve_runs(raw, registry)
+    top = top_level(raw)
+    l_name, l_params = component_params(raw, "launcher", registry)
+
+    from dfml_bench.progress import Reporter
+    from dfml_bench.runner import Environment, execute_run, run_path
+
+    env = Environment(results_root=Path(results), device=top.device,
+                      data_root=Path(top.data_root) if top.data_root else None,
+                      cache_dir=Path(top.cache_dir) if top.cache_dir else None,
+                      loggers=tuple(top.loggers), reporter=Reporter(progress))
+    console = _stderr()
+    console.print(f"{len(runs)} run(s), profile '{top.profile}', results in {results}/", highlight=False)
+
+    def execute(resolved: dict[str, Any]) -> dict[str, Any]:
+        label = f"{resolved['method']['name']} / {resolved['scenario']['name']} / {resolved['shots']}-shot / seed {resolved['seed']}"
+        result = execute_run(resolved, registry, env)
+        state = "already done" if result.get("skipped") else f"{result['wall_time_s']:.0f}s"
+        console.print(f"  {label}: {result['accuracy']:.2f} ± {result['ci95']:.2f}  ({state}) "
+                      f"-> {run_path(env, resolved)}", highlight=False)
+        return result
+
+    finished = registry.build("launcher", l_name, l_params).run_all(runs, execute)
+    from dfml_bench import report
+
+    if finished:
+        console.print(report.to_rich(report.aggregate(finished)))
+
+
+@main.command()
+@click.argument("results", type=click.Path(), default=DEFAULT_RESULTS, required=False)
+@click.option("--format", "fmt", type=click.Choice(["rich", "md", "csv", "latex"]), default="rich", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the table to this file.")
+def compare(results: str, fmt: str, output: str | None) -> None:
+    """Summarise finished runs: mean ± 95% CI per method x scenario x shot."""
+    from dfml_bench import report, store
+
+    root = Path(results)
+    if not root.exists():
+        raise DfmlError(f"results directory '{root}' does not exist; run `dfml-bench run` first or pass the right path.")
+    rows = report.aggregate(store.iter_results(root))
+    if not rows:
+        raise DfmlError(f"no finished runs under '{root}'; run `dfml-bench run` first.")
+    if fmt == "rich" and output is None:
+        from rich.console import Console
+
+        Console().print(report.to_rich(rows))
+        return
+    text = {"md": report.to_markdown, "csv": report.to_csv, "latex": report.to_latex,
+            "rich": report.to_markdown}[fmt](rows)
+    if output:
+        store.atomic_write_text(Path(output), text)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command(name="list")
+@click.argument("kind", required=False)
+@click.pass_context
+def list_(ctx: click.Context, kind: str | None) -> None:
+    """List installed components, their parameters and plugins, and plugins that failed to load."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from dfml_bench.errors import ConfigError, did_you_mean
+    from dfml_bench.params import describe
+    from dfml_bench.plugins import KINDS
+
+    registry = _registry(ctx)
+    if kind is not None and kind not in KINDS:
+        raise ConfigError(f"unknown component kind '{kind}'." + did_you_mean(kind, KINDS))
+    console = Console()
+    for k in [kind] if kind else KINDS:
+        table = Table(title=f"{k.replace('_', ' ')}s", title_justify="left", show_lines=False)
+        for col in ("name", "plugin", "description", "parameters (default): help"):
+            table.add_column(col, overflow="fold")
+        for comp in registry.components(k):
+            desc = escape(comp.help)
+            if k == "method":
+                desc += f" [dim]\\[access={comp.meta.get('access', 'black')}, " \
+                        f"data-free={'yes' if comp.meta.get('data_free', True) else 'NO'}][/]"
+            params = "\n".join(f"{p.name}: {p.type} = {p.default!r}  {p.help}" for p in describe(comp.params)) or "-"
+            table.add_row(comp.name, comp.plugin, desc, escape(params))
+        console.print(table)
+    if registry.failed:
+        console.print("[bold yellow]plugins that failed to load[/]")
+        for failed in registry.failed:
+            console.print(f"  {failed.name}: {failed.reason}", highlight=False)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+def show(run_dir: str) -> None:
+    """Show a run's resolved config and result (a run directory path)."""
+    import json
+
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from dfml_bench import store
+
+    path = Path(run_dir)
+    if not (path / store.CONFIG_FILE).exists():
+        raise DfmlError(f"'{path}' is not a run directory (no {store.CONFIG_FILE}); pass a directory under RESULTS/runs/.")
+    console = Console()
+    console.print(Syntax((path / store.CONFIG_FILE).read_text(), "yaml"))
+    result = store.read_result(path)
+    if result is None:
+        console.print("[yellow]not finished[/]: re-run its command to resume it.")
+    else:
+        console.print(Syntax(json.dumps(result, indent=2), "json"))

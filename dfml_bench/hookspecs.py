@@ -1,0 +1,102 @@
+"""The hooks a dfml-bench plugin can implement.
+
+Component hooks receive a ``register`` callback; call it once per component::
+
+    @hookimpl
+    def register_methods(register):
+        register("hello", "my_pkg.method:HelloMethod", params=HelloParams,
+                 help="a tiny example method", access="none", data_free=True)
+
+The factory is a ``"module:attribute"`` string (imported only when the component is built,
+so listing components never imports torch) or the callable itself.
+
+Lifecycle hooks are called by the runner for every run; a logger plugin implements them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "dfml_bench"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+# Component kind -> the hook that registers components of that kind.
+COMPONENT_HOOKS: dict[str, str] = {
+    "dataset": "register_datasets",
+    "architecture": "register_architectures",
+    "method": "register_methods",
+    "meta_learner": "register_meta_learners",
+    "scenario": "register_scenarios",
+    "launcher": "register_launchers",
+    "logger": "register_loggers",
+}
+
+
+@hookspec
+def register_datasets(register: Any) -> None:
+    """Register datasets: ``register(name, factory, params=..., help=...)``.
+
+    The factory is called as ``factory(params, data_root, cache_dir)`` and returns a
+    :class:`dfml_bench.data.FewShotDataset`.
+    """
+
+
+@hookspec
+def register_architectures(register: Any) -> None:
+    """Register network architectures: ``factory(params, num_classes, image_size) -> nn.Module``.
+
+    ``image_size`` is None when inputs of several sizes must be accepted (global pooling).
+    """
+
+
+@hookspec
+def register_methods(register: Any) -> None:
+    """Register methods: ``factory(params, context) -> dfml_bench.interfaces.Method``.
+
+    Metadata keywords: ``access`` ("none", "black", "white" or "real_data"),
+    ``data_free`` (bool), ``uses`` (component kinds it reads, e.g. ("architecture",
+    "meta_learner")).
+    """
+
+
+@hookspec
+def register_meta_learners(register: Any) -> None:
+    """Register meta-learners: ``factory(params) -> dfml_bench.interfaces.MetaLearner``."""
+
+
+@hookspec
+def register_scenarios(register: Any) -> None:
+    """Register scenarios: ``factory(params, context) -> dfml_bench.interfaces.Scenario``."""
+
+
+@hookspec
+def register_launchers(register: Any) -> None:
+    """Register launchers: ``factory(params) -> dfml_bench.interfaces.Launcher``."""
+
+
+@hookspec
+def register_loggers(register: Any) -> None:
+    """Register run loggers: ``factory(params, run_dir) -> dfml_bench.interfaces.RunLogger``."""
+
+
+@hookspec
+def on_run_start(run: Any) -> None:
+    """A run starts (``run`` is a :class:`dfml_bench.interfaces.RunInfo`)."""
+
+
+@hookspec
+def on_metrics(run: Any, record: dict) -> None:
+    """A metrics record (step, queries, losses, accuracies, wall time) was logged."""
+
+
+@hookspec
+def on_evaluation(run: Any, split: str, result: dict) -> None:
+    """An evaluation on ``split`` ("val" or "test") finished."""
+
+
+@hookspec
+def on_run_end(run: Any, result: dict) -> None:
+    """A run finished; ``result`` is what was written to result.json."""

@@ -1,0 +1,178 @@
+"""The core interfaces that plugins implement. Small on purpose; see docs/writing-plugins.md."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dfml_bench.errors import AccessError
+
+if TYPE_CHECKING:  # keep this module importable without torch
+    import torch
+    from torch import nn
+
+    from dfml_bench.data import FewShotDataset, Task
+
+Params = dict[str, "torch.Tensor"]
+
+ACCESS_LEVELS = ("none", "black", "white", "real_data")
+
+
+@dataclasses.dataclass
+class TaskOutcome:
+    """The outer loss of one task (differentiable w.r.t. the meta parameters) and its accuracy."""
+
+    loss: torch.Tensor
+    accuracy: float
+
+
+class MetaLearner(abc.ABC):
+    """Inner-loop adaptation and outer loss of one task.
+
+    Fast weights are plain dicts of tensors applied with ``torch.func.functional_call``.
+    """
+
+    @abc.abstractmethod
+    def adapt(self, model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+              *, create_graph: bool) -> Params:
+        """Return fast weights adapted to the labelled support set (x, y)."""
+
+    @abc.abstractmethod
+    def task_outcome(self, model: nn.Module, params: Params, task: Task) -> TaskOutcome:
+        """Adapt on the task's support set; return the loss and accuracy on its query set."""
+
+
+@dataclasses.dataclass
+class ScenarioData:
+    """What a scenario provides to a run: its datasets (one per domain) and their layout."""
+
+    name: str
+    datasets: list[FewShotDataset]
+
+    @property
+    def mixed_resolution(self) -> bool:
+        return len({d.image_size for d in self.datasets}) > 1
+
+    @property
+    def image_size(self) -> int | None:
+        """The common input size, or None when datasets differ (global pooling needed)."""
+        return None if self.mixed_resolution else self.datasets[0].image_size
+
+
+@dataclasses.dataclass
+class ScenarioContext:
+    """What a scenario factory may use to build its datasets."""
+
+    registry: Any
+    data_root: Path | None
+    cache_dir: Path
+    seed: int
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    """Meta-training settings shared by all methods (the `train` config section)."""
+
+    meta_iterations: int
+    meta_batch_size: int
+    meta_lr: float
+    val_every: int
+    val_episodes: int
+    log_every: int
+
+
+@dataclasses.dataclass
+class MethodContext:
+    """Everything a method may touch during a run.
+
+    Real meta-train images are handed out only to methods registered with
+    ``access="real_data"``: a data-free method that asks for them fails.
+    """
+
+    model: nn.Module
+    device: torch.device
+    ways: int
+    shots: int
+    queries: int
+    seed: int
+    train: TrainSettings
+    scenario: ScenarioData
+    access: str
+    method_name: str
+    build_meta_learner: Callable[[], MetaLearner]
+    make_train_sampler: Callable[[int], Any]
+    log: Callable[[str], None] = print
+
+    def meta_learner(self) -> MetaLearner:
+        """The meta-learner selected in the config."""
+        return self.build_meta_learner()
+
+    def real_train_samplers(self) -> list[Any]:
+        """Episode samplers over the scenario's REAL meta-train images (oracle methods only)."""
+        if self.access != "real_data":
+            raise AccessError(f"method '{self.method_name}' is registered as data-free "
+                              f"(access='{self.access}') but asked for the real meta-train "
+                              "images; register it with access='real_data' if it is an oracle.")
+        return [self.make_train_sampler(i) for i in range(len(self.scenario.datasets))]
+
+
+class Method(abc.ABC):
+    """A meta-learning method: one `train_step` per meta-iteration on ``context.model``.
+
+    The runner owns the loop, validation on meta-val, checkpoint selection and the final
+    evaluation on meta-test, which is the same for every method.
+    """
+
+    #: False for methods with nothing to train (e.g. `random`): the loop is skipped.
+    trains: ClassVar[bool] = True
+
+    def __init__(self, params: Any, context: MethodContext):
+        self.params = params
+        self.context = context
+
+    @abc.abstractmethod
+    def train_step(self, iteration: int) -> Mapping[str, float]:
+        """Run one meta-iteration; return scalar metrics (e.g. loss, train_acc, queries)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state beyond the meta model (optimiser, schedule) for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """Identity of a run, passed to lifecycle hooks and loggers."""
+
+    run_id: str
+    run_dir: Path
+    config: Mapping[str, Any]
+
+
+class RunLogger(abc.ABC):
+    """Receives a run's lifecycle events (a CSV / TensorBoard / MLflow logger is one)."""
+
+    def on_run_start(self, run: RunInfo) -> None:  # noqa: B027 - optional hook
+        """A run starts."""
+
+    def on_metrics(self, run: RunInfo, record: Mapping[str, Any]) -> None:  # noqa: B027
+        """A metrics record was logged."""
+
+    def on_evaluation(self, run: RunInfo, split: str, result: Mapping[str, Any]) -> None:  # noqa: B027
+        """An evaluation finished."""
+
+    def on_run_end(self, run: RunInfo, result: Mapping[str, Any]) -> None:  # noqa: B027
+        """A run finished."""
+
+
+class Launcher(abc.ABC):
+    """Decides where runs execute. `run_all` calls `execute(job)` for each job somewhere."""
+
+    @abc.abstractmethod
+    def run_all(self, jobs: Iterable[Any], execute: Callable[[Any], Any]) -> list[Any]:
+        """Execute every job; return their results in order."""

@@ -1,0 +1,145 @@
+"""Declaring a component's parameters: a dataclass whose fields carry defaults and help text.
+
+Example::
+
+    @dataclass
+    class MamlParams:
+        inner_steps: int = param(5, "SGD steps on the support set per task")
+        inner_lr: float = param(0.01, "step size of the inner loop")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dfml_bench.errors import ConfigError, did_you_mean
+
+
+def param(default: Any, help: str, *, choices: Sequence[Any] | None = None) -> Any:
+    """A dataclass field with a default, a help text and optional allowed values."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamInfo:
+    """One declared parameter, as `dfml-bench list` shows it."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None
+
+
+def describe(params_cls: type | None) -> list[ParamInfo]:
+    """List the declared parameters of a params dataclass (empty for None)."""
+    if params_cls is None:
+        return []
+    hints = typing.get_type_hints(params_cls)
+    out = []
+    for f in dataclasses.fields(params_cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        tp = hints.get(f.name, Any)
+        out.append(ParamInfo(f.name, _type_name(tp), default, f.metadata.get("help", ""),
+                             f.metadata.get("choices")))
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def build_params(params_cls: type | None, values: Mapping[str, Any], where: str) -> Any:
+    """Validate `values` against a params dataclass and return an instance.
+
+    Unknown keys get a "did you mean"; values are coerced to the declared type
+    (so ``--set x=3`` works for a float); a value outside ``choices`` is rejected.
+    """
+    if params_cls is None:
+        if values:
+            key = next(iter(values))
+            raise ConfigError(f"{where} takes no parameters, but '{key}' was given; remove it.")
+        return None
+    infos = {p.name: p for p in describe(params_cls)}
+    hints = typing.get_type_hints(params_cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in infos:
+            raise ConfigError(f"{where} has no parameter '{key}'." + did_you_mean(key, infos))
+        value = coerce(value, hints[key], f"{where}.{key}")
+        choices = infos[key].choices
+        if choices and value not in choices:
+            raise ConfigError(f"{where}.{key} must be one of {list(choices)}, not {value!r}.")
+        kwargs[key] = value
+    return params_cls(**kwargs)
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Coerce a config value (possibly a string from --set) to a declared type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}.")
+    if origin in (list, tuple, Sequence):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        item = args[0] if args else Any
+        return [coerce(v, item, where) for v in value]
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping, not {value!r}.")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{where} must be true or false, not {value!r}.")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, not {value!r}.")
+        try:
+            number = float(value) if isinstance(value, str) else value
+            if tp is int:
+                if float(number) != int(float(number)):
+                    raise ValueError
+                return int(float(number))
+            return float(number)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be {'an integer' if tp is int else 'a number'}, "
+                              f"not {value!r}.") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where} must be a string, not {value!r}.")
+        return str(value)
+    return value
+
+
+def as_dict(params: Any) -> dict[str, Any]:
+    """A params instance as a plain dict (empty for None)."""
+    return dataclasses.asdict(params) if params is not None else {}

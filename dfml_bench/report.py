@@ -1,0 +1,104 @@
+"""Summary tables of finished runs: mean +- 95% CI per method x scenario x shot.
+
+Across seeds the cell is the mean of the per-seed accuracies; its CI is the per-run
+episode CI for a single seed, and 1.96 * sample std / sqrt(n) across seeds otherwise.
+The best data-free cell of each column is marked; non-data-free rows (oracles) carry a
+marker and are never marked best, so nobody mistakes an upper bound for a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dfml_bench.evaluation import mean_ci95
+
+ACCESS_MARK = {"real_data": " (oracle: real data)", "white": " (white-box)", "black": "", "none": ""}
+
+
+def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (method, scenario, shots) with mean, CI, seeds, queries and wall time."""
+    groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["method"], r["scenario"], int(r["shots"])), []).append(r)
+    rows = []
+    for (method, scenario, shots), runs in sorted(groups.items()):
+        accs = [float(r["accuracy"]) for r in runs]
+        mean, ci = mean_ci95(accs) if len(accs) > 1 else (accs[0], float(runs[0]["ci95"]))
+        rows.append({"method": method, "scenario": scenario, "shots": shots, "accuracy": mean, "ci95": ci,
+                     "seeds": len(runs), "access": runs[0].get("access", "black"),
+                     "data_free": bool(runs[0].get("data_free", True)),
+                     "queries": sum(int(r.get("queries", 0)) for r in runs) / len(runs),
+                     "wall_time_s": sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs)})
+    best: dict[tuple[str, int], float] = {}
+    for row in rows:
+        if row["data_free"]:
+            key = (row["scenario"], row["shots"])
+            best[key] = max(best.get(key, float("-inf")), row["accuracy"])
+    for row in rows:
+        row["best"] = row["data_free"] and row["accuracy"] == best.get((row["scenario"], row["shots"]))
+    return rows
+
+
+def columns(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return sorted({(r["scenario"], r["shots"]) for r in rows}, key=lambda c: (c[0], c[1]))
+
+
+def _cell(row: Mapping[str, Any] | None, bold: tuple[str, str]) -> str:
+    if row is None:
+        return "-"
+    text = f"{row['accuracy']:.2f} ± {row['ci95']:.2f}"
+    return f"{bold[0]}{text}{bold[1]}" if row["best"] else text
+
+
+def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], list[list[str]]]:
+    """Header and body of the method x (scenario, shot) table."""
+    cols = columns(rows)
+    index = {(r["method"], r["scenario"], r["shots"]): r for r in rows}
+    methods = sorted({r["method"] for r in rows})
+    access = {r["method"]: r["access"] for r in rows}
+    header = ["method"] + [f"{s} {k}-shot" for s, k in cols]
+    body = [[m + ACCESS_MARK.get(access[m], "")] + [_cell(index.get((m, s, k)), bold) for s, k in cols]
+            for m in methods]
+    return header, body
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    header, body = wide(rows, ("**", "**"))
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(rows: list[dict[str, Any]]) -> str:
+    header, body = wide(rows, ("\\textbf{", "}"))
+    esc = [[c.replace("±", "$\\pm$").replace("_", "\\_") for c in r] for r in [header] + body]
+    lines = ["\\begin{tabular}{l" + "c" * (len(header) - 1) + "}", "\\toprule", " & ".join(esc[0]) + " \\\\",
+             "\\midrule"] + [" & ".join(r) + " \\\\" for r in esc[1:]] + ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    fields = ["method", "scenario", "shots", "accuracy", "ci95", "seeds", "access", "data_free", "best",
+              "queries", "wall_time_s"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def to_rich(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    header, body = wide(rows, ("[bold green]", "[/]"))
+    table = Table(title="5-way accuracy (%) ± 95% CI; best data-free result in green",
+                  caption="oracle rows use real training data and are upper bounds, not data-free results")
+    for h in header:
+        table.add_column(h, justify="left" if h == "method" else "right")
+    for r in body:
+        table.add_row(*r)
+    return table

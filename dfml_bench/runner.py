@@ -1,0 +1,227 @@
+"""Executes one resolved run: build, meta-train with validation, evaluate, store.
+
+The loop, model selection on meta-VAL and the final meta-TEST evaluation belong to the
+runner, so every method is measured the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import resource
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dfml_bench import store
+from dfml_bench.config import run_id, run_label
+from dfml_bench.data import EpisodeSampler, FewShotDataset, Normalizer
+from dfml_bench.errors import ConfigError
+from dfml_bench.evaluation import evaluate, mean_ci95
+from dfml_bench.interfaces import (ACCESS_LEVELS, MethodContext, RunInfo, ScenarioContext, ScenarioData,
+                                   TrainSettings)
+from dfml_bench.plugins import Registry
+from dfml_bench.progress import Reporter
+from dfml_bench.seeding import derive_seed
+
+
+@dataclasses.dataclass
+class Environment:
+    """Where and how runs execute; not part of a run's identity (hash)."""
+
+    results_root: Path
+    device: str = "auto"
+    data_root: Path | None = None
+    cache_dir: Path | None = None
+    loggers: tuple[str, ...] = ()
+    reporter: Reporter = dataclasses.field(default_factory=lambda: Reporter(False))
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
+        env = os.environ.get("DFML_BENCH_CACHE")
+        if env:
+            return Path(env)
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "dfml-bench"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; an unavailable explicit device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' was requested but no CUDA GPU is available; use --device cpu.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' was requested but is not available; use --device cpu.")
+    return device
+
+
+def run_path(env: Environment, resolved: Mapping[str, Any]) -> Path:
+    return store.run_dir(env.results_root, run_label(resolved), run_id(resolved))
+
+
+def build_scenario(registry: Registry, resolved: Mapping[str, Any], env: Environment) -> ScenarioData:
+    comp = registry.get("scenario", resolved["scenario"]["name"])
+    params = _params(comp, resolved["scenario"]["params"])
+    ctx = ScenarioContext(registry, env.data_root, env.resolved_cache_dir(), int(resolved["seed"]))
+    return comp.load()(params, ctx)
+
+
+def _params(comp: Any, values: Mapping[str, Any]) -> Any:
+    from dfml_bench.params import build_params
+
+    return build_params(comp.params, values, f"{comp.kind} '{comp.name}'")
+
+
+class _Events:
+    """Fans lifecycle events out to pluggy hooks and the run's loggers."""
+
+    def __init__(self, registry: Registry, info: RunInfo, loggers: list[Any]):
+        self.hook, self.info, self.loggers = registry.pm.hook, info, loggers
+
+    def emit(self, event: str, **kwargs: Any) -> None:
+        getattr(self.hook, event)(run=self.info, **kwargs)
+        for logger in self.loggers:
+            getattr(logger, event)(self.info, *kwargs.values())
+
+
+def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environment) -> dict[str, Any]:
+    """Run one resolved config to completion (or return its stored result if already done)."""
+    path = run_path(env, resolved)
+    done = store.read_result(path)
+    if done is not None:
+        done["skipped"] = True
+        return done
+    path.mkdir(parents=True, exist_ok=True)
+    store.write_config(path / store.CONFIG_FILE, resolved)
+    device = resolve_device(env.device)
+    info = RunInfo(run_id(resolved), path, resolved)
+    loggers = [registry.build("logger", name, None, path) for name in env.loggers]
+    events = _Events(registry, info, loggers)
+    reporter = env.reporter
+    t0 = time.perf_counter()
+    events.emit("on_run_start")
+
+    scenario = build_scenario(registry, resolved, env)
+    ways, shots, queries, seed = (int(resolved[k]) for k in ("ways", "shots", "queries", "seed"))
+    normalizers = [Normalizer(d.mean, d.std, device) for d in scenario.datasets]
+    torch.manual_seed(derive_seed("init", seed))
+    arch = resolved["architecture"]
+    model = registry.build("architecture", arch["name"], _params(registry.get("architecture", arch["name"]), arch["params"]),
+                           ways, scenario.image_size).to(device)
+
+    def make_train_sampler(i: int) -> EpisodeSampler:
+        d = scenario.datasets[i]
+        return EpisodeSampler(d.split("train"), ways, shots, queries, derive_seed("train", seed, d.name), normalizers[i])
+
+    def build_meta_learner() -> Any:
+        if "meta_learner" not in resolved:
+            raise ConfigError(f"method '{resolved['method']['name']}' did not declare uses=('meta_learner',).")
+        ml = resolved["meta_learner"]
+        return registry.build("meta_learner", ml["name"], _params(registry.get("meta_learner", ml["name"]), ml["params"]))
+
+    m_comp = registry.get("method", resolved["method"]["name"])
+    access = m_comp.meta.get("access", "black")
+    if access not in ACCESS_LEVELS:
+        raise ConfigError(f"method '{m_comp.name}' declares access '{access}'; use one of {ACCESS_LEVELS}.")
+    train = TrainSettings(**resolved["train"])
+    ctx = MethodContext(model=model, device=device, ways=ways, shots=shots, queries=queries, seed=seed,
+                        train=train, scenario=scenario, access=access, method_name=m_comp.name,
+                        build_meta_learner=build_meta_learner, make_train_sampler=make_train_sampler,
+                        log=reporter.log)
+    method = m_comp.load()(_params(m_comp, resolved["method"]["params"]), ctx)
+    ev = resolved["eval"]
+
+    def validate() -> float:
+        accs = []
+        for d, norm in zip(scenario.datasets, normalizers):
+            sampler = EpisodeSampler(d.split("val"), ways, shots, queries, derive_seed("val", ev["seed"], d.name), norm)
+            accs.append(evaluate(model, sampler, train.val_episodes, ev["steps"], ev["lr"]).accuracy)
+        return sum(accs) / len(accs)
+
+    best_state, best_val, best_iter = None, float("-inf"), 0
+    start = 0
+    metrics_path = path / store.METRICS_FILE
+    ckpt_path = path / store.CHECKPOINT_FILE
+    if method.trains and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        method.load_state_dict(ckpt["method"])
+        best_state, best_val, best_iter, start = ckpt["best_state"], ckpt["best_val"], ckpt["best_iter"], ckpt["iteration"]
+        torch.set_rng_state(ckpt["rng_cpu"])
+        reporter.log(f"resuming {path.name} at meta-iteration {start}")
+    elif metrics_path.exists():
+        metrics_path.unlink()  # a run without checkpoint restarts from scratch
+
+    iterations = train.meta_iterations if method.trains else 0
+    with reporter.task(f"train {m_comp.name}", iterations - start) as advance:
+        for it in range(start, iterations + 1):
+            record: dict[str, Any] = {}
+            if it < iterations:
+                record.update(method.train_step(it))
+            is_val = it % max(train.val_every, 1) == 0 or it == iterations
+            if is_val:
+                val = validate()
+                record["val_acc"] = val
+                if val > best_val:
+                    best_val, best_iter = val, it
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                events.emit("on_evaluation", split="val", result={"iteration": it, "accuracy": val})
+            if is_val or it % max(train.log_every, 1) == 0:
+                record.update(iteration=it, wall_time=time.perf_counter() - t0)
+                store.append_jsonl(metrics_path, record)
+                events.emit("on_metrics", record=record)
+            if is_val and it < iterations:
+                torch.save({"model": model.state_dict(), "method": method.state_dict(), "best_state": best_state,
+                            "best_val": best_val, "best_iter": best_iter, "iteration": it + 1,
+                            "rng_cpu": torch.get_rng_state()}, ckpt_path)
+            if it < iterations:
+                advance(1, **{k: v for k, v in record.items() if k in ("loss", "train_acc", "val_acc")})
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    per_dataset: dict[str, dict[str, float]] = {}
+    for d, norm in zip(scenario.datasets, normalizers):
+        sampler = EpisodeSampler(d.split("test"), ways, shots, queries, derive_seed("test", ev["seed"], d.name), norm)
+        with reporter.task(f"test {d.name}", ev["episodes"]) as advance:
+            res = evaluate(model, sampler, ev["episodes"], ev["steps"], ev["lr"], on_episode=advance)
+        per_dataset[d.name] = res.as_dict()
+        events.emit("on_evaluation", split="test", result={"dataset": d.name, **res.as_dict()})
+    accs = [r["accuracy"] for r in per_dataset.values()]
+    cis = [r["ci95"] for r in per_dataset.values()]
+    result = {
+        "run_id": info.run_id,
+        "method": m_comp.name,
+        "scenario": resolved["scenario"]["name"],
+        "shots": shots,
+        "seed": seed,
+        "profile": resolved.get("profile"),
+        "access": access,
+        "data_free": bool(m_comp.meta.get("data_free", access != "real_data")),
+        "accuracy": sum(accs) / len(accs),
+        # CI of a mean of independent per-dataset estimates.
+        "ci95": (sum(c * c for c in cis) ** 0.5) / len(cis),
+        "per_dataset": per_dataset,
+        "best_val_accuracy": None if best_val == float("-inf") else best_val,
+        "best_iteration": best_iter,
+        "meta_iterations": iterations,
+        "queries": int(getattr(method, "queries_used", 0)),
+        "wall_time_s": time.perf_counter() - t0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+        "device": str(device),
+        "torch": torch.__version__,
+    }
+    store.atomic_write_json(path / store.RESULT_FILE, result)
+    ckpt_path.unlink(missing_ok=True)
+    events.emit("on_run_end", result=result)
+    return result

@@ -1,0 +1,86 @@
+"""The results store: one directory per run, named by a content hash of its resolved config.
+
+A run directory holds ``config.yaml`` (resolved config), ``metrics.jsonl`` (one record per
+log step), ``checkpoint.pt`` (for resuming) and, once finished, ``result.json`` (the done
+marker). Every whole-file write is atomic: written to a temporary file, then renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dfml_bench.errors import DfmlError
+
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
+RUNS_DIR = "runs"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> None:
+    atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=True))
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON record as a line (flushed; a crash loses at most the last line)."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+        fh.flush()
+
+
+def run_dir(results_root: Path, label: str, run_hash: str) -> Path:
+    return Path(results_root) / RUNS_DIR / f"{label}-{run_hash}"
+
+
+def read_result(run_path: Path) -> dict[str, Any] | None:
+    """The finished result of a run directory, or None if it has not finished."""
+    path = run_path / RESULT_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DfmlError(f"result file '{path}' is unreadable ({exc}); delete that run directory "
+                        "to re-run it.") from None
+
+
+def iter_results(results_root: Path) -> Iterator[dict[str, Any]]:
+    """Every finished result under a results root (or a single run directory)."""
+    root = Path(results_root)
+    candidates = [root] if (root / RESULT_FILE).exists() else sorted((root / RUNS_DIR).glob("*"))
+    for path in candidates:
+        result = read_result(path)
+        if result is not None:
+            result.setdefault("run_dir", str(path))
+            yield result

@@ -1,0 +1,108 @@
+"""Hand-written candidate characters for the three ``glyphs`` domains.
+
+These lists are only the *input* of the class selection in :mod:`.render`:
+candidates are dropped automatically when fewer than two font faces really
+contain them, when Unicode decomposes them (accented letters, negated
+operators, compatibility forms) or when their normalised bitmap is too similar
+to an already kept candidate.  The order matters: the greedy de-duplication
+keeps the *first* of two look-alikes, and the domains are processed in the
+order of :data:`DOMAIN_ORDER`, so no character can end up in two domains.
+"""
+
+from __future__ import annotations
+
+DOMAIN_ORDER: tuple[str, ...] = ("letters", "symbols", "scripts")
+
+# ---------------------------------------------------------------- letters ---
+_LATIN_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_LATIN_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_DIGITS = "0123456789"
+# Base letters of Latin extensions (no diacritics, no "letter with stroke").
+_LATIN_EXTRA = "ÆæŒœßÞþðŊŋƏƐƩʃƷʒƔɣƆɑƱɸ"
+_GREEK_UPPER = "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ"
+_GREEK_LOWER = "αβγδεζηθικλμνξοπρςστυφχψω"
+_GREEK_ARCHAIC = "ϘϙϚϛϜϝϠϡϷϸ"
+_CYRILLIC_UPPER = "АБВГДЕЖЗИКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ"
+_CYRILLIC_LOWER = "абвгдежзиклмнопрстуфхцчшщъыьэюя"
+_CYRILLIC_EXTRA = "ЂЄЅІЈЉЊЋЏђєѕіјљњћџѢѣѲѳѴѵѦѧѪѫѮѯѰѱѠѡӘәӨөҺһҮү"
+
+LETTERS: str = (
+    _LATIN_UPPER
+    + _LATIN_LOWER
+    + _DIGITS
+    + _LATIN_EXTRA
+    + _GREEK_UPPER
+    + _GREEK_LOWER
+    + _GREEK_ARCHAIC
+    + _CYRILLIC_UPPER
+    + _CYRILLIC_LOWER
+    + _CYRILLIC_EXTRA
+)
+
+# ---------------------------------------------------------------- symbols ---
+_MATH = (
+    "+=<>#%&@*§¶†‡‰※±×÷"
+    "∀∂∃∅∇∈∋∏∑√∝∞∟∠∡∢∧∨∩∪∫∮∴∵∷≀≃≅≈≋≐≗≜≡≣≤≥≪≫≬≶"
+    "≺≻⊂⊃⊆⊇⊏⊐⊓⊔⊕⊖⊗⊘⊙⊛⊞⊠⊢⊤⊨⊩⊲⊶⊸⊻⊼⊽⋄⋆⋈⋉⋋⋐⋒⋔⋘⋮⋰"
+    "ℵ℘℧"
+)
+_ARROWS = "←↑↔↕↖↜↞↢↤↩↫↭↯↰↴↵↶↺↼⇄⇅⇇⇋⇐⇔⇕⇚⇜⇠⇤⇦⇪⇶⟲"
+_GEOMETRIC = (
+    "■□▢▣▤▥▦▧▩▬▰▱▲△▶▷►▻◆◇◈◉◊○◌◍◎●◐◒◔◕◘◙◜◠◢◧◩◫◬◭◰◴◸"
+)
+_TECHNICAL = (
+    "⌀⌁⌂⌅⌆⌇⌈⌑⌒⌓⌔⌕⌖⌗⌘⌚⌛⌠⌤⌥⌦⌧⌨⌫⌬⌭⌮⌯⌰⌱⌲⌳⌴⌶⌷⌸⌹⌺⌻⌼⌽⌾"
+    "⍉⍋⍟⍰⍱⎈⎊⎋⎌⎔⏎⏏⏚⏛⏣⏥⏦⏧"
+)
+_MISC = (
+    "☀☁☂☃★☆☎☑☒☘☠☢☣☤☥☦☧☨☩☪☫☬☭☮☯☸☹☺☼☽♀♂♃♄♅♆♇♈♉♊♋♌♍♎♏♐♑♒♓"
+    "♔♕♖♗♘♙♠♡♢♣♩♪♫♬♭♮♯⚀⚁⚂⚃⚄⚅⚐⚒⚓⚔⚕⚖⚗⚘⚙⚛⚜⚠⚡"
+    "✂✈✉✌✍✎✓✗✚✜✠✡✣✦✩✪✱✳✴✵✸✹❀❁❂❄❆❖❤"
+)
+
+SYMBOLS: str = _MATH + _ARROWS + _GEOMETRIC + _TECHNICAL + _MISC
+
+# ---------------------------------------------------------------- scripts ---
+# Basic Canadian syllabics: vowel series plus P T K C M N S Y L R F TH series
+# (e/i/o/a orientations only; the dotted long-vowel and w- forms are left out
+# because they differ from these by a single dot).
+_CANADIAN = (
+    "ᐁᐃᐅᐊᐯᐱᐳᐸᑌᑎᑐᑕᑫᑭᑯᑲᒉᒋᒍᒐᒣᒥᒧᒪᓀᓂᓄᓇᓭᓯᓱᓴᔦᔨᔪᔭᓓᓕᓗᓚᕂᕆᕈᕋᕓᕕᕗᕙᕞᕠᕤᕦ"
+)
+_ARMENIAN_UPPER = "ԱԲԳԴԵԶԷԸԹԺԻԼԽԾԿՀՁՂՃՄՅՆՇՈՉՊՋՌՍՎՏՐՑՒՓՔՕՖ"
+_ARMENIAN_LOWER = "աբգդեզէըթժիլխծկհձղճմյնշոչպջռսվտրցւփքօֆ"
+_GEORGIAN = "აბგდევზთიკლმნოპჟრსტუფქღყშჩცძწჭხჯჰ"
+_HEBREW = "אבגדהוזחטיךכלםמןנסעףפץצקרשת"
+_LAO = "ກຂຄງຈຊຍດຕຖທນບປຜຝພຟມຢຣລວສຫອຮ"
+_BOX = "┼╋╬╳╭╰╱├┬╔╠╦╪╫▚▞▙▟"
+_BRAILLE = "⠿⡇⣿⢸⠛⣤⠶⡔⢎⣆⡱⢣⠺⢵⣪⡕"
+
+SCRIPTS: str = (
+    _GEORGIAN
+    + _ARMENIAN_UPPER
+    + _HEBREW
+    + _CANADIAN
+    + _ARMENIAN_LOWER
+    + _LAO
+    + _BOX
+    + _BRAILLE
+)
+
+CANDIDATES: dict[str, str] = {
+    "letters": LETTERS,
+    "symbols": SYMBOLS,
+    "scripts": SCRIPTS,
+}
+
+# Hand exclusions on top of the automatic de-duplication.  These are the
+# classic look-alikes that stay ambiguous once glyph size is normalised away
+# (every instance is scaled to fill its box): lower case letters that are
+# small copies of their capital, 0/O and 1/l/I.  Mirror forms and letters
+# with a tail/stroke/descender are not in the candidate lists at all.
+HAND_EXCLUDED: frozenset[str] = frozenset(
+    "cosvwxz"  # same shape as C O S V W X Z
+    "0"  # vs O
+    "1l"  # vs I
+    "ѕіј"  # Cyrillic homoglyphs of s i j (already excluded above / in Latin)
+    "ςϲ"  # Greek final sigma is a c-like form
+)

@@ -1,0 +1,635 @@
+"""Download-free few-shot glyph dataset rendered from matplotlib's bundled fonts.
+
+A *class* is one Unicode character; an *instance* is that character drawn in
+one of the font faces that really contain it, with a random stroke width,
+affine jitter, colours/background that depend on the domain, and pixel noise.
+
+Everything is deterministic: each instance draws its randomness from
+``numpy.random.SeedSequence([seed, domain_id, codepoint, instance_index])`` and
+the class split from ``SeedSequence([seed, domain_id, _SPLIT_STREAM])``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import PIL
+from PIL import Image, ImageDraw, ImageFont
+
+from .charsets import CANDIDATES, DOMAIN_ORDER, HAND_EXCLUDED
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = [
+    "DOMAINS",
+    "RENDER_VERSION",
+    "DEDUPE_THRESHOLD",
+    "GlyphSpec",
+    "GlyphDomain",
+    "native_size",
+    "domain_classes",
+    "domain_faces",
+    "render_domain",
+    "load_domain",
+    "glyph_signature",
+    "glyph_similarity",
+    "dedupe_report",
+]
+
+DOMAINS: tuple[str, ...] = DOMAIN_ORDER
+RENDER_VERSION: int = 1
+
+_NATIVE_SIZE: dict[str, int] = {"letters": 32, "symbols": 32, "scripts": 48}
+_DOMAIN_ID: dict[str, int] = {name: i for i, name in enumerate(DOMAINS)}
+_SPLIT_STREAM = 0x5B117  # distinguishes the split stream from instance streams
+_SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
+
+# --------------------------------------------------------------------------
+# Fonts
+# --------------------------------------------------------------------------
+
+# Faces whose cmap is trusted as is.
+_TRUSTED_FACES: tuple[str, ...] = (
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSansMono-BoldOblique.ttf",
+    "DejaVuSansDisplay.ttf",
+    "DejaVuSerifDisplay.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+    "STIXNonUni.ttf",
+    "STIXNonUniBol.ttf",
+    "STIXNonUniIta.ttf",
+    "STIXNonUniBolIta.ttf",
+)
+# BaKoMa Computer Modern faces: their cmaps map code points to TeX glyphs
+# (e.g. cmr10 maps U+00A1 to "Gamma"), so an entry is only accepted when the
+# glyph *name* agrees with the code point (Adobe Glyph List).
+_LEGACY_FACES: tuple[str, ...] = (
+    "cmr10.ttf",
+    "cmb10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
+    "cmmi10.ttf",
+    "cmti10.ttf",
+    "cmsy10.ttf",
+    "cmex10.ttf",
+)
+FACES: tuple[str, ...] = _TRUSTED_FACES + _LEGACY_FACES
+# Reference faces for the de-duplication bitmaps, in order of preference.
+_REFERENCE_FACES: tuple[str, ...] = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "STIXGeneral.ttf")
+
+
+def _font_dir() -> Path:
+    import matplotlib  # only for the data path; never pyplot
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+@functools.lru_cache(maxsize=None)
+def _all_candidate_codepoints() -> frozenset[int]:
+    return frozenset(ord(ch) for text in CANDIDATES.values() for ch in text)
+
+
+@functools.lru_cache(maxsize=None)
+def _face_coverage(face: str) -> frozenset[int]:
+    """Candidate code points that ``face`` really draws (cached per process).
+
+    A code point counts when the cmap maps it to a glyph that is not
+    ``.notdef`` and has an outline; for the Computer Modern faces the glyph
+    name must also decode to that code point.
+    """
+    from fontTools import agl
+    from fontTools.ttLib import TTFont
+
+    path = _font_dir() / face
+    if not path.is_file():
+        return frozenset()
+    # Some bundled fonts carry odd 'head' timestamps that fontTools warns
+    # about; keep the log quiet while reading them.
+    ft_log = logging.getLogger("fontTools")
+    old_level = ft_log.level
+    ft_log.setLevel(logging.ERROR)
+    tt = TTFont(str(path), lazy=True)
+    try:
+        cmap = tt.getBestCmap() or {}
+        glyf = tt["glyf"] if "glyf" in tt else None
+        legacy = face in _LEGACY_FACES
+        ok: set[int] = set()
+        for cp in _all_candidate_codepoints():
+            name = cmap.get(cp)
+            if name is None or name == ".notdef":
+                continue
+            if legacy and agl.toUnicode(name) != chr(cp):
+                continue
+            if glyf is not None:
+                glyph = glyf[name]
+                if glyph.numberOfContours == 0:
+                    continue
+            ok.add(cp)
+        return frozenset(ok)
+    finally:
+        tt.close()
+        ft_log.setLevel(old_level)
+
+
+@functools.lru_cache(maxsize=None)
+def _faces_for(cp: int) -> tuple[str, ...]:
+    return tuple(face for face in FACES if cp in _face_coverage(face))
+
+
+@functools.lru_cache(maxsize=64)
+def _font(face: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(
+        str(_font_dir() / face), size, layout_engine=ImageFont.Layout.BASIC
+    )
+
+
+def _glyph_image(face: str, ch: str, size: int, stroke: int) -> Image.Image | None:
+    """Grayscale image of ``ch`` cropped to its ink box (None if no ink)."""
+    font = _font(face, size)
+    left, top, right, bottom = font.getbbox(ch, stroke_width=stroke)
+    pad = 2 + stroke
+    img = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
+    ImageDraw.Draw(img).text(
+        (pad - left, pad - top), ch, font=font, fill=255, stroke_width=stroke, stroke_fill=255
+    )
+    box = img.getbbox()
+    if box is None:
+        return None
+    return img.crop(box)
+
+
+# --------------------------------------------------------------------------
+# Class selection (automatic near-duplicate removal)
+# --------------------------------------------------------------------------
+
+_SIG_SIZE = 16
+_SIG_RENDER = 96
+#: Two candidates whose signatures have a cosine similarity above this are
+#: treated as the same class.  Identical glyphs across scripts score 1.0,
+#: c/C-style case pairs about 0.93-0.97 once size is normalised away, while
+#: genuinely different letters that share a lot of structure (E/F, O/Q, P/R,
+#: n/h, b/d) stay at or below ~0.85-0.88.
+DEDUPE_THRESHOLD: float = 0.9
+
+
+def glyph_signature(ch: str) -> np.ndarray:
+    """Normalised 16x16 bitmap of ``ch`` used for near-duplicate detection.
+
+    The glyph is drawn in the first reference face (DejaVu Sans, then DejaVu
+    Serif, STIX) that contains it, cropped to its ink box, centred in a square
+    (aspect ratio kept, like the instance renderer), area-resized to 16x16,
+    blurred slightly to be tolerant to stroke width, mean-centred and scaled
+    to unit norm.
+    """
+    cp = ord(ch)
+    faces = [f for f in _REFERENCE_FACES if cp in _face_coverage(f)] or list(_faces_for(cp))
+    if not faces:
+        raise ValueError(f"no font face contains {ch!r}")
+    glyph = _glyph_image(faces[0], ch, _SIG_RENDER, 0)
+    if glyph is None:
+        raise ValueError(f"{ch!r} has no ink")
+    w, h = glyph.size
+    side = max(w, h)
+    square = Image.new("L", (side, side), 0)
+    square.paste(glyph, ((side - w) // 2, (side - h) // 2))
+    small = np.asarray(square.resize((_SIG_SIZE, _SIG_SIZE), Image.Resampling.BOX), np.float64)
+    small = _blur3(small / 255.0)
+    small = small - small.mean()
+    norm = float(np.linalg.norm(small))
+    return (small / norm if norm > 0 else small).ravel()
+
+
+def _blur3(a: np.ndarray) -> np.ndarray:
+    """Separable [1, 2, 1]/4 blur with edge replication."""
+    p = np.pad(a, 1, mode="edge")
+    a = (p[:-2, 1:-1] + 2 * p[1:-1, 1:-1] + p[2:, 1:-1]) / 4
+    p = np.pad(a, 1, mode="edge")
+    return (p[1:-1, :-2] + 2 * p[1:-1, 1:-1] + p[1:-1, 2:]) / 4
+
+
+def glyph_similarity(a: str, b: str) -> float:
+    """Cosine similarity of two characters' signatures (1.0 = identical)."""
+    return float(glyph_signature(a) @ glyph_signature(b))
+
+
+def _is_decomposable(ch: str) -> bool:
+    return unicodedata.decomposition(ch) != ""
+
+
+@functools.lru_cache(maxsize=None)
+def _selection() -> tuple[dict[str, tuple[str, ...]], dict[str, Any]]:
+    """Kept classes per domain and a report of what was dropped and why."""
+    kept: dict[str, list[str]] = {d: [] for d in DOMAINS}
+    kept_sigs: list[np.ndarray] = []
+    kept_chars: list[str] = []
+    seen: set[str] = set()
+    report: dict[str, Any] = {
+        d: {"candidates": 0, "repeated": [], "hand": [], "decomposable": [],
+            "few_faces": [], "similar": []}
+        for d in DOMAINS
+    }
+    for domain in DOMAINS:
+        rep = report[domain]
+        for ch in CANDIDATES[domain]:
+            rep["candidates"] += 1
+            if ch in seen:
+                rep["repeated"].append(ch)
+                continue
+            seen.add(ch)
+            if ch in HAND_EXCLUDED:
+                rep["hand"].append(ch)
+                continue
+            if _is_decomposable(ch):
+                rep["decomposable"].append(ch)
+                continue
+            if len(_faces_for(ord(ch))) < 2:
+                rep["few_faces"].append(ch)
+                continue
+            sig = glyph_signature(ch)
+            if kept_sigs:
+                sims = np.stack(kept_sigs) @ sig
+                j = int(np.argmax(sims))
+                if sims[j] > DEDUPE_THRESHOLD:
+                    rep["similar"].append((ch, kept_chars[j], float(sims[j])))
+                    continue
+            kept_sigs.append(sig)
+            kept_chars.append(ch)
+            kept[domain].append(ch)
+    return {d: tuple(v) for d, v in kept.items()}, report
+
+
+def dedupe_report() -> dict[str, Any]:
+    """What the class selection dropped per domain (for documentation/tests)."""
+    return _selection()[1]
+
+
+# --------------------------------------------------------------------------
+# Public helpers
+# --------------------------------------------------------------------------
+
+
+def _check_domain(domain: str) -> None:
+    if domain not in _DOMAIN_ID:
+        raise ValueError(
+            f"unknown glyphs domain {domain!r}; valid domains are: {', '.join(DOMAINS)}."
+        )
+
+
+def native_size(domain: str) -> int:
+    """Native image side length of ``domain`` in pixels."""
+    _check_domain(domain)
+    return _NATIVE_SIZE[domain]
+
+
+def domain_classes(domain: str) -> list[str]:
+    """Characters of ``domain`` after de-duplication, in deterministic order."""
+    _check_domain(domain)
+    return list(_selection()[0][domain])
+
+
+def domain_faces(domain: str) -> list[str]:
+    """Font files used by at least one class of ``domain`` (in FACES order)."""
+    used = {f for ch in domain_classes(domain) for f in _faces_for(ord(ch))}
+    return [f for f in FACES if f in used]
+
+
+def _class_name(ch: str) -> str:
+    return f"U+{ord(ch):04X} {ch}"
+
+
+@dataclass(frozen=True)
+class GlyphSpec:
+    """Everything that determines a rendered glyph domain."""
+
+    domain: str
+    seed: int = 0
+    instances_per_class: int = 60
+    image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_domain(self.domain)
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}.")
+        if not isinstance(self.instances_per_class, int) or self.instances_per_class < 1:
+            raise ValueError(
+                f"instances_per_class must be a positive int, got {self.instances_per_class!r}."
+            )
+        if self.image_size is not None and (
+            not isinstance(self.image_size, int) or not 8 <= self.image_size <= 256
+        ):
+            raise ValueError(f"image_size must be None or an int in [8, 256], got {self.image_size!r}.")
+
+    @property
+    def size(self) -> int:
+        """Effective image size (native size when ``image_size`` is None)."""
+        return self.image_size if self.image_size is not None else native_size(self.domain)
+
+    def cache_key(self) -> str:
+        """First 16 hex chars of a sha256 over every input of the renderer."""
+        font_dir = _font_dir()
+        fonts = []
+        for face in domain_faces(self.domain):
+            path = font_dir / face
+            fonts.append([face, path.stat().st_size if path.is_file() else -1])
+        payload = {
+            "domain": self.domain,
+            "seed": self.seed,
+            "instances_per_class": self.instances_per_class,
+            "image_size": self.image_size,
+            "render_version": RENDER_VERSION,
+            "pillow": PIL.__version__,
+            "numpy": np.__version__,
+            "fonts": fonts,
+            "classes": domain_classes(self.domain),
+        }
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class GlyphDomain:
+    """A rendered domain: images grouped by class, labels and class splits."""
+
+    images: "torch.Tensor"  # uint8 [N, 3, H, W]
+    labels: "torch.Tensor"  # int64 [N]
+    class_names: list[str]
+    splits: dict[str, list[int]]
+    native_size: int
+
+
+# --------------------------------------------------------------------------
+# Instance rendering
+# --------------------------------------------------------------------------
+
+_SUPERSAMPLE = 4  # draw at 4x the target size, then box-downsample
+_MARGIN = 0.06  # free border (fraction of the side) at scale 1.0
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(list(key)))
+
+
+def _glyph_mask(ch: str, face: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Float mask in [0, 1] of shape [size, size] with the jittered glyph."""
+    k = _SUPERSAMPLE
+    canvas = size * k
+    font_px = 3 * size
+    stroke = int(rng.integers(0, max(1, round(0.03 * font_px)) + 1))
+    angle = math.radians(rng.uniform(-15.0, 15.0))
+    shear = rng.uniform(-0.2, 0.2)
+    scale = rng.uniform(0.75, 1.05)
+    tx, ty = rng.uniform(-1.0, 1.0, size=2) * 0.08 * canvas
+
+    glyph = _glyph_image(face, ch, font_px, stroke)
+    if glyph is None:  # pragma: no cover - coverage check guarantees ink
+        return np.zeros((size, size), np.float32)
+    w, h = glyph.size
+    cos, sin = math.cos(angle), math.sin(angle)
+    # Linear part: rotation after horizontal shear.
+    a = np.array([[cos, cos * shear - sin], [sin, sin * shear + cos]])
+    corners = np.array([[-w, -h], [w, -h], [w, h], [-w, h]], dtype=np.float64) / 2
+    ext = np.abs(corners @ a.T).max(axis=0) * 2  # width, height after a
+    fit = (1 - 2 * _MARGIN) * canvas / max(ext[0], ext[1], 1e-6)
+    f = scale * fit
+    # Keep the whole ink box on the canvas whatever the translation.
+    slack = np.maximum((canvas - ext * f) / 2, 0)
+    tx = float(np.clip(tx, -slack[0], slack[0]))
+    ty = float(np.clip(ty, -slack[1], slack[1]))
+    inv = np.linalg.inv(a * f)
+    cx, cy = canvas / 2 + tx, canvas / 2 + ty
+    # input = c_in + inv @ (output - c_out)
+    data = (
+        inv[0, 0], inv[0, 1], w / 2 - inv[0, 0] * cx - inv[0, 1] * cy,
+        inv[1, 0], inv[1, 1], h / 2 - inv[1, 0] * cx - inv[1, 1] * cy,
+    )
+    big = glyph.transform((canvas, canvas), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR)
+    small = big.reduce(k)
+    return np.asarray(small, dtype=np.float32) / 255.0
+
+
+def _luma(rgb: np.ndarray) -> float:
+    return float(rgb @ np.array([0.299, 0.587, 0.114]))
+
+
+def _contrasting_colours(
+    rng: np.random.Generator, min_contrast: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground, background) RGB colours whose luma differs enough."""
+    for _ in range(64):
+        bg = rng.uniform(0, 255, size=3)
+        fg = rng.uniform(0, 255, size=3)
+        if abs(_luma(fg) - _luma(bg)) >= min_contrast:
+            return fg, bg
+    bg = rng.uniform(0, 255, size=3)
+    fg = np.full(3, 0.0 if _luma(bg) > 127.5 else 255.0)
+    return fg, bg
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Texture in [0, 1] of shape [size, size]: smooth noise, stripes or gradient."""
+    kind = int(rng.integers(0, 3))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    if kind == 0:  # smooth value noise
+        grid = int(rng.integers(3, 7))
+        coarse = rng.uniform(0, 1, size=(grid, grid)).astype(np.float32)
+        img = Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC)
+        t = np.asarray(img, dtype=np.float32)
+    elif kind == 1:  # stripes / waves
+        phi = rng.uniform(0, math.pi)
+        freq = rng.uniform(2.5, 6.0)
+        phase = rng.uniform(0, 2 * math.pi)
+        u = xx * math.cos(phi) + yy * math.sin(phi)
+        t = 0.5 + 0.5 * np.sin(2 * math.pi * freq * u + phase)
+    else:  # gradient with a soft checker on top
+        phi = rng.uniform(0, 2 * math.pi)
+        u = (xx - 0.5) * math.cos(phi) + (yy - 0.5) * math.sin(phi) + 0.5
+        cells = int(rng.integers(3, 7))
+        checker = ((np.floor(xx * cells) + np.floor(yy * cells)) % 2).astype(np.float32)
+        t = 0.6 * u + 0.4 * checker
+    t = t - t.min()
+    peak = float(t.max())
+    return (t / peak if peak > 0 else t).astype(np.float32)
+
+
+def _compose(domain: str, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Colour a glyph mask for ``domain``; returns float [3, H, W] in 0..255."""
+    size = mask.shape[0]
+    m = mask[None]
+    if domain == "letters":
+        bg = rng.uniform(0, 40)
+        fg = rng.uniform(190, 255)
+        img = np.broadcast_to(bg + (fg - bg) * m, (3, size, size))
+        sigma = rng.uniform(2.0, 10.0)
+        noise = rng.normal(0.0, sigma, size=(1, size, size))
+        return img + noise
+    if domain == "symbols":
+        fg, bg = _contrasting_colours(rng, 100.0)
+        img = bg[:, None, None] + (fg - bg)[:, None, None] * m
+        sigma = rng.uniform(2.0, 8.0)
+        return img + rng.normal(0.0, sigma, size=img.shape)
+    # scripts: light textured background, dark or saturated strokes
+    base = rng.uniform(150, 245, size=3)
+    other = np.clip(base + rng.uniform(-1, 1, size=3) * 70 - 25, 60, 255)
+    tex = _texture(rng, size)[None]
+    bg = base[:, None, None] * (1 - tex) + other[:, None, None] * tex
+    if rng.random() < 0.5:
+        fg = rng.uniform(0, 60, size=3)  # dark ink
+    else:
+        fg = rng.uniform(0, 255, size=3)  # saturated ink, pushed dark enough
+        fg[int(rng.integers(0, 3))] = rng.uniform(0, 40)
+        fg *= min(1.0, 70.0 / max(_luma(fg), 1e-6))
+    img = bg * (1 - m) + fg[:, None, None] * m
+    sigma = rng.uniform(2.0, 8.0)
+    return img + rng.normal(0.0, sigma, size=img.shape)
+
+
+def _render_instance(
+    domain: str, ch: str, face: str, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    mask = _glyph_mask(ch, face, size, rng)
+    img = _compose(domain, mask, rng)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _splits(n_classes: int, seed: int, domain: str) -> dict[str, list[int]]:
+    """Seeded 64/16/20 class split (val and test rounded, train takes the rest)."""
+    perm = _rng(seed, _DOMAIN_ID[domain], _SPLIT_STREAM).permutation(n_classes)
+    n_val = int(math.floor(_SPLIT_FRACTIONS[1] * n_classes + 0.5))
+    n_test = int(math.floor(_SPLIT_FRACTIONS[2] * n_classes + 0.5))
+    n_train = n_classes - n_val - n_test
+    return {
+        "train": sorted(int(i) for i in perm[:n_train]),
+        "val": sorted(int(i) for i in perm[n_train : n_train + n_val]),
+        "test": sorted(int(i) for i in perm[n_train + n_val :]),
+    }
+
+
+def render_domain(spec: GlyphSpec) -> GlyphDomain:
+    """Render every instance of ``spec`` (pure: no caching on disk)."""
+    import torch
+
+    domain, size, n_inst = spec.domain, spec.size, spec.instances_per_class
+    classes = domain_classes(domain)
+    dom_id = _DOMAIN_ID[domain]
+    images = np.empty((len(classes) * n_inst, 3, size, size), dtype=np.uint8)
+    for c, ch in enumerate(classes):
+        cp = ord(ch)
+        faces = _faces_for(cp)
+        order = _rng(spec.seed, dom_id, cp, n_inst, 0xFACE).permutation(len(faces))
+        for i in range(n_inst):
+            rng = _rng(spec.seed, dom_id, cp, i)
+            face = faces[int(order[i % len(faces)])]
+            images[c * n_inst + i] = _render_instance(domain, ch, face, size, rng)
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), n_inst)
+    return GlyphDomain(
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(labels),
+        class_names=[_class_name(ch) for ch in classes],
+        splits=_splits(len(classes), spec.seed, domain),
+        native_size=native_size(domain),
+    )
+
+
+# --------------------------------------------------------------------------
+# Disk cache
+# --------------------------------------------------------------------------
+
+
+def _cache_path(spec: GlyphSpec, cache_dir: Path) -> Path:
+    return Path(cache_dir) / f"glyphs-{spec.domain}-{spec.cache_key()}.pt"
+
+
+def _from_payload(payload: Any, spec: GlyphSpec) -> GlyphDomain:
+    import torch
+
+    if not isinstance(payload, dict) or payload.get("cache_key") != spec.cache_key():
+        raise ValueError("cache payload does not match the spec")
+    images, labels = payload["images"], payload["labels"]
+    names = list(payload["class_names"])
+    size = spec.size
+    n = len(names) * spec.instances_per_class
+    if (
+        not isinstance(images, torch.Tensor)
+        or images.dtype != torch.uint8
+        or tuple(images.shape) != (n, 3, size, size)
+        or not isinstance(labels, torch.Tensor)
+        or labels.dtype != torch.int64
+        or tuple(labels.shape) != (n,)
+    ):
+        raise ValueError("cache payload has unexpected tensors")
+    splits = {k: [int(i) for i in payload["splits"][k]] for k in ("train", "val", "test")}
+    return GlyphDomain(
+        images=images.contiguous(),
+        labels=labels.contiguous(),
+        class_names=names,
+        splits=splits,
+        native_size=int(payload["native_size"]),
+    )
+
+
+def load_domain(spec: GlyphSpec, cache_dir: Path) -> GlyphDomain:
+    """Render ``spec`` once and cache it in ``cache_dir``; later calls load it.
+
+    The file is written atomically; an unreadable or mismatching cache file
+    is re-rendered and replaced.
+    """
+    import torch
+
+    cache_dir = Path(cache_dir)
+    path = _cache_path(spec, cache_dir)
+    if path.is_file():
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            return _from_payload(payload, spec)
+        except Exception:  # corrupt / truncated / stale file: render again
+            pass
+    dom = render_domain(spec)
+    payload = {
+        "images": dom.images,
+        "labels": dom.labels,
+        "class_names": list(dom.class_names),
+        "splits": {k: list(v) for k, v in dom.splits.items()},
+        "native_size": int(dom.native_size),
+        "cache_key": spec.cache_key(),
+        "render_version": RENDER_VERSION,
+    }
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return dom
