@@ -165,14 +165,37 @@ def normalise_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def canonicalise(raw: dict[str, Any]) -> dict[str, Any]:
+    """Move flat parameters of each component section into the selected component's block.
+
+    Done after every layer is merged, so a later layer's flat `inner_steps` beats an earlier
+    layer's `maml: {inner_steps: ...}` and vice versa, by order alone. A mapping-valued key is
+    a per-component block; anything else is a parameter.
+    """
+    for kind in COMPONENT_SECTIONS:
+        section = raw.get(kind)
+        if not isinstance(section, Mapping):
+            continue
+        name = section.get("name")
+        if not isinstance(name, str) or "," in name:
+            continue  # a grid of names: flat parameters apply to each
+        flat = {k: v for k, v in section.items() if k != "name" and not isinstance(v, Mapping)}
+        if flat:
+            block = dict(section.get(name) or {})
+            block.update(flat)
+            raw[kind] = {k: v for k, v in section.items() if k not in flat}
+            raw[kind][name] = block
+    return raw
+
+
 def build_raw_config(profile: str = DEFAULT_PROFILE, config_file: str | Path | None = None,
                      sets: Sequence[str] = (), flags: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Layer profile, config file, --set items and CLI flags into one raw config."""
-    raw = normalise_sections(load_profile(profile))
+    raw = canonicalise(normalise_sections(load_profile(profile)))
     if config_file is not None:
-        raw = deep_merge(raw, normalise_sections(load_yaml(Path(config_file))))
+        raw = canonicalise(deep_merge(raw, normalise_sections(load_yaml(Path(config_file)))))
     for item in sets:
-        raw = deep_merge(raw, normalise_sections(parse_set(item)))
+        raw = canonicalise(deep_merge(raw, normalise_sections(parse_set(item))))
     for key, value in (flags or {}).items():
         if value is None:
             continue

@@ -82,7 +82,7 @@ class Registry:
     def _collect(self) -> None:
         for kind, hook_name in hookspecs.COMPONENT_HOOKS.items():
             caller = getattr(self.pm.hook, hook_name)
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():  # registration order: built-ins win ties
                 register = self._register_fn(kind, impl.plugin_name)
                 try:
                     impl.function(register=register)
@@ -180,7 +180,7 @@ def load_registry(*, strict: bool | None = None, extra_plugins: Iterable[tuple[s
     allow, deny = _env_list(ENV_ALLOW), _env_list(ENV_DENY) or set()
     found = list(entry_points(group=ENTRY_POINT_GROUP) if eps is None else eps)
     candidates: list[tuple[str, Callable[[], Any]]] = [
-        (ep.name, ep.load) for ep in sorted(found, key=lambda e: e.name)
+        (ep.name, ep.load) for ep in sorted(found, key=lambda e: (e.name != "builtin", e.name))
         if (allow is None or ep.name in allow) and ep.name not in deny
     ]
     candidates += [(name, (lambda m=module: m)) for name, module in extra_plugins]

@@ -1,0 +1,127 @@
+"""Plugin discovery through entry points, broken plugins, misspelled hooks, allow/deny lists."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from dfml_bench.cli import main
+from dfml_bench.errors import ConfigError, PluginError
+from dfml_bench.plugins import load_registry
+
+GOOD = """
+from dataclasses import dataclass
+from dfml_bench import hookimpl, param
+
+@dataclass
+class P:
+    depth: int = param(3, "how deep")
+
+@hookimpl
+def register_methods(register):
+    register("fake_good", "dfml_plugins.methods.random_init:RandomInit", params=P,
+             help="a fake method", access="none", uses=("architecture",))
+"""
+
+BROKEN = """
+import this_module_does_not_exist  # noqa
+"""
+
+MISSPELLED = """
+from dfml_bench import hookimpl
+
+@hookimpl
+def register_method(register):  # missing the trailing s
+    register("never", "x:y")
+"""
+
+RAISES = """
+from dfml_bench import hookimpl
+
+@hookimpl
+def register_methods(register):
+    raise ValueError("boom")
+"""
+
+
+def test_builtins_come_through_the_entry_point(registry) -> None:
+    comp = registry.get("method", "maml_oracle")
+    assert comp.plugin == "builtin"
+    assert {"random", "maml_oracle"} <= set(registry.names("method"))
+    assert registry.get("dataset", "glyphs").plugin == "builtin"
+
+
+def test_third_party_plugin_is_discovered_with_its_params(fake_plugin) -> None:
+    fake_plugin("good", GOOD)
+    registry = load_registry(strict=True)
+    comp = registry.get("method", "fake_good")
+    assert comp.plugin == "good"
+    assert comp.params.__name__ == "P" and comp.meta["access"] == "none"
+
+
+def test_broken_plugin_is_reported_and_skipped(fake_plugin) -> None:
+    fake_plugin("good", GOOD)
+    fake_plugin("broken", BROKEN)
+    registry = load_registry(strict=False)
+    failed = {f.name: f.reason for f in registry.failed}
+    assert "broken" in failed and "this_module_does_not_exist" in failed["broken"]
+    assert "fake_good" in registry.names("method")  # the others still load
+    assert "maml_oracle" in registry.names("method")
+
+
+def test_broken_plugin_is_fatal_in_strict_mode(fake_plugin, monkeypatch) -> None:
+    fake_plugin("broken", BROKEN)
+    with pytest.raises(PluginError, match="broken"):
+        load_registry(strict=True)
+    monkeypatch.setenv("DFML_BENCH_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError):
+        load_registry()
+
+
+def test_misspelled_hook_is_an_error_with_a_suggestion(fake_plugin) -> None:
+    fake_plugin("typo", MISSPELLED)
+    registry = load_registry(strict=False)
+    reason = {f.name: f.reason for f in registry.failed}["typo"]
+    assert "register_method" in reason and "Did you mean 'register_methods'" in reason
+    with pytest.raises(PluginError, match="register_method"):
+        load_registry(strict=True)
+
+
+def test_hook_that_raises_is_reported(fake_plugin) -> None:
+    fake_plugin("raises", RAISES)
+    registry = load_registry(strict=False)
+    assert "boom" in {f.name: f.reason for f in registry.failed}["raises"]
+
+
+def test_allow_and_deny_lists(fake_plugin, monkeypatch) -> None:
+    fake_plugin("good", GOOD)
+    fake_plugin("broken", BROKEN)
+    monkeypatch.setenv("DFML_BENCH_DISABLE_PLUGINS", "broken")
+    registry = load_registry(strict=True)  # the broken one is never imported
+    assert "fake_good" in registry.names("method")
+    monkeypatch.delenv("DFML_BENCH_DISABLE_PLUGINS")
+    monkeypatch.setenv("DFML_BENCH_PLUGINS", "builtin")
+    registry = load_registry(strict=True)
+    assert "fake_good" not in registry.names("method") and "random" in registry.names("method")
+
+
+def test_duplicate_component_name_is_rejected(fake_plugin) -> None:
+    fake_plugin("dup", GOOD.replace('"fake_good"', '"random"'))
+    registry = load_registry(strict=False)
+    assert "already provides" in {f.name: f.reason for f in registry.failed}["dup"]
+
+
+def test_unknown_component_gets_did_you_mean(registry) -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'maml_oracle'"):
+        registry.get("method", "maml_orcale")
+
+
+def test_list_shows_components_params_and_failures(fake_plugin) -> None:
+    fake_plugin("good", GOOD)
+    fake_plugin("broken", BROKEN)
+    result = CliRunner().invoke(main, ["list"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "fake_good" in result.output and "depth" in result.output and "how deep" in result.output
+    assert "broken" in result.output and "this_module_does_not_exist" in result.output
+    assert "inner_steps" in result.output  # maml's declared parameter
+
