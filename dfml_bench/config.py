@@ -1,6 +1,7 @@
 """Profiles, config files, --set overrides, validation and the resolved per-run config.
 
-Layering, later wins: profile YAML < --config FILE < --set key=value < explicit CLI flags.
+Layering, later wins: profile YAML < --config FILE < --method/--scenario/... selections <
+--set key=value < other CLI flags (--shots, --seeds, --device, ...).
 A component section names the selected component and its parameters, either flat::
 
     meta_learner: {name: maml, inner_steps: 5}
@@ -194,16 +195,17 @@ def build_raw_config(profile: str = DEFAULT_PROFILE, config_file: str | Path | N
     raw = canonicalise(normalise_sections(load_profile(profile)))
     if config_file is not None:
         raw = canonicalise(deep_merge(raw, normalise_sections(load_yaml(Path(config_file)))))
-    for item in sets:
-        raw = canonicalise(deep_merge(raw, normalise_sections(parse_set(item))))
+    # Component selections from the CLI come before --set, so `--method m --set method.x=1`
+    # sets a parameter of m; other flags (shots, seeds, device, ...) win over everything.
     for key, value in (flags or {}).items():
-        if value is None:
-            continue
-        if key in COMPONENT_SECTIONS:
+        if value is not None and key in COMPONENT_SECTIONS:
             section = dict(raw.get(key) or {})
             section["name"] = value
             raw[key] = section
-        else:
+    for item in sets:
+        raw = canonicalise(deep_merge(raw, normalise_sections(parse_set(item))))
+    for key, value in (flags or {}).items():
+        if value is not None and key not in COMPONENT_SECTIONS:
             raw[key] = value
     return raw
 

@@ -625,7 +625,7 @@ def render_domain(spec: GlyphSpec) -> GlyphDomain:
     for c, ch in enumerate(classes):
         cp = ord(ch)
         faces = _faces_for(cp)
-        order = _rng(spec.seed, dom_id, cp, n_inst, 0xFACE).permutation(len(faces))
+        order = _rng(spec.seed, dom_id, cp, 0xFACE).permutation(len(faces))
         for i in range(n_inst):
             rng = _rng(spec.seed, dom_id, cp, i)
             face = faces[int(order[i % len(faces)])]
