@@ -87,19 +87,22 @@ CANDIDATES: dict[str, str] = {
     "scripts": SCRIPTS,
 }
 
-# Hand exclusions on top of the automatic de-duplication.  These are the
-# classic look-alikes that stay ambiguous once glyph size is normalised away
-# (every instance is scaled to fill its box): lower case letters that are
-# small copies of their capital, 0/O and 1/l/I.  Mirror forms and letters
-# with a tail/stroke/descender are not in the candidate lists at all.
+# Hand exclusions on top of the automatic de-duplication (which catches most
+# of these too, see render.DEDUPE_THRESHOLD).  These are the classic
+# look-alikes that stay ambiguous once glyph size is normalised away (every
+# instance is scaled to fill its box): lower case letters that are small
+# copies of their capital, 0/O and 1/l/I, plus shapes that only look alike in
+# some of the faces.  Letters with a stroke/tail/descender added to another
+# letter (Đ, Ҝ, Қ, ...) and the Komi ligature letters are simply not candidates.
 HAND_EXCLUDED: frozenset[str] = frozenset(
     "cosvwxz"  # same shape as C O S V W X Z
     "0"  # vs O
     "1l"  # vs I
-    "ѕіј"  # Cyrillic homoglyphs of s i j (already excluded above / in Latin)
+    "ѕіј"  # Cyrillic homoglyphs of s i j
     "ς"  # Greek final sigma is a c-like form
     "к"  # Cyrillic small ka is a small capital K
     # Look-alikes of a kept class in *some* faces only (the automatic test
     # uses one reference face): serif I, Armenian S/U shapes, bar-over-wedge.
     "⌶ՏԱ⌅"
+    "ƷѰѱ"  # ezh reads as 3, Cyrillic psi as Greek psi in most faces
 )

@@ -4,9 +4,12 @@ A *class* is one Unicode character; an *instance* is that character drawn in
 one of the font faces that really contain it, with a random stroke width,
 affine jitter, colours/background that depend on the domain, and pixel noise.
 
-Everything is deterministic: each instance draws its randomness from
-``numpy.random.SeedSequence([seed, domain_id, codepoint, instance_index])`` and
-the class split from ``SeedSequence([seed, domain_id, _SPLIT_STREAM])``.
+Everything is deterministic and independent of rendering order: instance ``i``
+of character ``cp`` draws its randomness from
+``numpy.random.SeedSequence([seed, domain_id, cp, i])``, the order in which a
+class cycles through its font faces from ``[seed, domain_id, _FACE_STREAM + cp]``
+and the class split from ``[seed, domain_id, _SPLIT_STREAM]`` (the stream tags
+lie above the last Unicode code point, so no two streams share a key).
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import numbers
 import os
 import tempfile
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,11 +57,12 @@ __all__ = [
 ]
 
 DOMAINS: tuple[str, ...] = DOMAIN_ORDER
-RENDER_VERSION: int = 1
+RENDER_VERSION: int = 2
 
 _NATIVE_SIZE: dict[str, int] = {"letters": 32, "symbols": 32, "scripts": 48}
 _DOMAIN_ID: dict[str, int] = {name: i for i, name in enumerate(DOMAINS)}
-_SPLIT_STREAM = 0x5B117  # distinguishes the split stream from instance streams
+_FACE_STREAM = 0x110000  # > max code point: keys never collide with instances
+_SPLIT_STREAM = 0x220000
 _SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
 
 # --------------------------------------------------------------------------
@@ -92,7 +96,11 @@ _TRUSTED_FACES: tuple[str, ...] = (
 )
 # BaKoMa Computer Modern faces: their cmaps map code points to TeX glyphs
 # (e.g. cmr10 maps U+00A1 to "Gamma"), so an entry is only accepted when the
-# glyph *name* agrees with the code point (Adobe Glyph List).
+# glyph *name* agrees with the code point (Adobe Glyph List).  cmsy10 and
+# cmex10 are left out: the only entries that pass are cmsy10's calligraphic
+# capitals, which look like other classes (script Y reads as y, U as u).
+# LastResortHE (a .notdef-like box for every code point) and the STIXSiz*
+# size variants are never used either.
 _LEGACY_FACES: tuple[str, ...] = (
     "cmr10.ttf",
     "cmb10.ttf",
@@ -100,8 +108,6 @@ _LEGACY_FACES: tuple[str, ...] = (
     "cmtt10.ttf",
     "cmmi10.ttf",
     "cmti10.ttf",
-    "cmsy10.ttf",
-    "cmex10.ttf",
 )
 FACES: tuple[str, ...] = _TRUSTED_FACES + _LEGACY_FACES
 # Reference faces for the de-duplication bitmaps, in order of preference.
@@ -195,13 +201,16 @@ def _glyph_image(face: str, ch: str, size: int, stroke: int) -> Image.Image | No
 _SIG_SIZE = 32
 _SIG_RENDER = 128
 _SIG_RADIUS = 2
-#: Near-duplicate threshold on :func:`glyph_similarity`.  On 32x32 normalised
-#: bitmaps, a candidate is a near-duplicate of a kept class when at least 97%
-#: of each glyph's ink lies within 2 px (1/16 of the side) of the other's ink.
-#: Calibrated on labelled pairs: look-alikes score >= 0.984 (u/U 0.984, rho/p
-#: 0.997, c/C, o/O, Cyrillic small caps and cross-script homoglyphs 1.0) while
-#: distinct pairs that share most of their outline score <= 0.956 (E/F, O/Q,
-#: 8/B, Theta/O, dice faces, he/het); 0.97 sits in the middle of that gap.
+#: Near-duplicate threshold on :func:`glyph_similarity`: a candidate is
+#: dropped when, in one of the two normalised 32x32 views, at least 96% of
+#: each glyph's ink lies within 2 px (1/16 of the side) of the other's ink.
+#: Calibrated on hand-labelled pairs: look-alikes score >= 0.96 (K/kappa
+#: 0.967, u/U 0.992, rho/p 0.997; c/C, o/O, 0/O and cross-script homoglyphs
+#: 1.0) while clearly distinct pairs that share most of their outline score
+#: <= 0.956 (E/F 0.86, O/Q 0.93, D/O 0.94, double arrows 0.956).  Between 0.96
+#: and 0.97 true look-alikes (Latin K vs Cyrillic K, Cyrillic ye vs open E)
+#: and merely similar pairs (8/B, 5/S, psi/phi) mix, so the threshold errs on
+#: the side of dropping.
 DEDUPE_THRESHOLD: float = 0.96
 
 
@@ -382,7 +391,11 @@ def domain_classes(domain: str) -> list[str]:
 
 
 def char_faces(ch: str) -> list[str]:
-    """Font files (in :data:`FACES` order) that really draw ``ch``."""
+    """Font files (in :data:`FACES` order) that really draw candidate ``ch``.
+
+    Only candidate characters (see :mod:`.charsets`) are indexed; any other
+    character gets an empty list.
+    """
     return list(_faces_for(ord(ch)))
 
 
@@ -625,7 +638,7 @@ def render_domain(spec: GlyphSpec) -> GlyphDomain:
     for c, ch in enumerate(classes):
         cp = ord(ch)
         faces = _faces_for(cp)
-        order = _rng(spec.seed, dom_id, cp, 0xFACE).permutation(len(faces))
+        order = _rng(spec.seed, dom_id, _FACE_STREAM + cp).permutation(len(faces))
         for i in range(n_inst):
             rng = _rng(spec.seed, dom_id, cp, i)
             face = faces[int(order[i % len(faces)])]
