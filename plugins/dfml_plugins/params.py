@@ -45,3 +45,21 @@ class SHParams:
 class MHParams:
     datasets: list[str] = param(["glyphs[domain=letters]", "glyphs[domain=symbols]", "glyphs[domain=scripts]"],
                                 "the datasets mixed in the pool; evaluation on each, headline = mean")
+
+
+@dataclass
+class CifarFSParams:
+    image_size: int = param(32, "input size in px (paper: 32)")
+    max_per_class: int | None = param(None, "keep at most this many images per class (None: all)")
+
+
+@dataclass
+class MiniImageNetParams:
+    image_size: int = param(84, "input size in px (paper: 84)")
+    max_per_class: int | None = param(None, "keep at most this many images per class (None: all 600)")
+
+
+@dataclass
+class CUBParams:
+    image_size: int = param(84, "input size in px (paper: 84); images are squashed to square")
+    max_per_class: int | None = param(None, "keep at most this many images per class (None: all)")
