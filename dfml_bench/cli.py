@@ -91,6 +91,8 @@ def _ints(values: tuple[str, ...], what: str) -> list[int] | None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over the profile.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. train.meta_iterations=200.")
 @click.option("--device", help="auto | cpu | cuda | cuda:N  [default: auto]")
+@click.option("--budget", type=float, help="API query budget per run, in images (e.g. 2e6).")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
 @click.option("--launcher", help="Where runs execute.  [default: local]")
 @click.option("--results", "results", type=click.Path(file_okay=False), default=DEFAULT_RESULTS, show_default=True,
               help="Directory for run directories.")
@@ -100,7 +102,7 @@ def _ints(values: tuple[str, ...], what: str) -> list[int] | None:
 @click.pass_context
 def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], shots: tuple[str, ...],
         seeds: tuple[str, ...], profile: str, config_file: str | None, sets: tuple[str, ...], device: str | None,
-        launcher: str | None, results: str, data_root: str | None, cache_dir: str | None,
+        budget: float | None, pool_dir: str | None, launcher: str | None, results: str, data_root: str | None, cache_dir: str | None,
         progress: bool | None) -> None:
     """Run methods x scenarios x shots x seeds and store one result per run.
 
@@ -114,7 +116,8 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
         "method": ",".join(_split(method) or []) or None,
         "scenario": ",".join(_split(scenario) or []) or None,
         "shots": _ints(shots, "shots"), "seeds": _ints(seeds, "seeds"), "device": device,
-        "data_root": data_root, "cache_dir": cache_dir, "launcher": launcher,
+        "data_root": data_root, "cache_dir": cache_dir, "launcher": launcher, "budget": budget,
+        "pool_dir": pool_dir,
     }
     raw = build_raw_config(profile, config_file, sets, flags)
     runs = resolve_runs(raw, registry)
@@ -122,12 +125,9 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
     l_name, l_params = component_params(raw, "launcher", registry)
 
     from dfml_bench.progress import Reporter
-    from dfml_bench.runner import Environment, execute_run, run_path
+    from dfml_bench.runner import execute_run, run_path
 
-    env = Environment(results_root=Path(results), device=top.device,
-                      data_root=Path(top.data_root) if top.data_root else None,
-                      cache_dir=Path(top.cache_dir) if top.cache_dir else None,
-                      loggers=tuple(top.loggers), reporter=Reporter(progress))
+    env = _environment(top, Path(results), Reporter(progress))
     console = _stderr()
     console.print(f"{len(runs)} run(s), profile '{top.profile}', results in {results}/", highlight=False)
 
@@ -144,6 +144,16 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
 
     if finished:
         console.print(report.to_rich(report.aggregate(finished)))
+
+
+def _environment(top: Any, results: Path, reporter: Any) -> Any:
+    from dfml_bench.runner import Environment
+
+    return Environment(results_root=results, device=top.device,
+                       data_root=Path(top.data_root) if top.data_root else None,
+                       cache_dir=Path(top.cache_dir) if top.cache_dir else None, loggers=tuple(top.loggers),
+                       reporter=reporter, pool_dir=Path(top.pool_dir) if top.pool_dir else None,
+                       workers=top.workers)
 
 
 @main.command()
@@ -229,3 +239,115 @@ def show(run_dir: str) -> None:
         console.print("[yellow]not finished[/]: re-run its command to resume it.")
     else:
         console.print(Syntax(json.dumps(result, indent=2), "json"))
+
+
+@main.group()
+def pool() -> None:
+    """Build, list and inspect API pools (cached; `run` builds the pool it needs on first use)."""
+
+
+@pool.command("build")
+@click.option("--scenario", "-s", default="SS", show_default=True, help="Scenario whose pool to build.")
+@click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over the profile.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--workers", type=int, help="Worker processes (default: 2).")
+@click.option("--progress/--no-progress", default=None)
+@click.pass_context
+def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str | None, sets: tuple[str, ...],
+               pool_dir: str | None, workers: int | None, progress: bool | None) -> None:
+    """Train (or find cached) the API pool of a scenario and print its summary."""
+    import time
+
+    from dfml_bench.config import build_raw_config, component_params, top_level
+    from dfml_bench.progress import Reporter
+    from dfml_bench.runner import build_scenario_by_name, open_pool, resolve_device
+
+    registry = _registry(ctx)
+    raw = build_raw_config(profile, config_file, sets, {"scenario": scenario, "pool_dir": pool_dir,
+                                                        "workers": workers})
+    top = top_level(raw)
+    s_name, s_params = component_params(raw, "scenario", registry)
+    env = _environment(top, Path(DEFAULT_RESULTS), Reporter(progress))
+    data = build_scenario_by_name(registry, s_name, s_params, env, seed=0)
+    t0 = time.perf_counter()
+    api_pool = open_pool(data, registry, env, resolve_device("cpu"))
+    seconds = time.perf_counter() - t0
+    _print_pool(api_pool.manifest, api_pool.root, summary_only=True)
+    _stderr().print(f"pool ready in {seconds:.1f}s: {api_pool.root}", highlight=False)
+
+
+@pool.command("ls")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+def pool_ls(pool_dir: str | None) -> None:
+    """List the built pools in the pool cache."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from dfml_bench.pool import MANIFEST, default_pool_dir
+
+    root = Path(pool_dir) if pool_dir else default_pool_dir()
+    table = Table(title=f"API pools in {root}")
+    for col in ("pool", "datasets", "architectures", "APIs", "mean held-out acc"):
+        table.add_column(col)
+    for manifest_path in sorted(root.glob(f"*/{MANIFEST}")):
+        m = json.loads(manifest_path.read_text())
+        accs = [a["heldout_accuracy"] for a in m["apis"]]
+        table.add_row(manifest_path.parent.name, ", ".join(d["name"] for d in m["datasets"]),
+                      ", ".join(m["spec"]["architectures"]), str(len(m["apis"])),
+                      f"{sum(accs) / max(len(accs), 1):.1f}")
+    Console().print(table)
+
+
+@pool.command("show")
+@click.argument("pool", type=click.Path())
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--verify", is_flag=True, help="Check every API file against its checksum.")
+def pool_show(pool: str, pool_dir: str | None, verify: bool) -> None:
+    """Show a pool's manifest (POOL is a pool directory or its hash)."""
+    import json
+
+    from dfml_bench.pool import MANIFEST, PoolError, _file_sha256, default_pool_dir
+
+    path = Path(pool)
+    if not (path / MANIFEST).exists():
+        path = (Path(pool_dir) if pool_dir else default_pool_dir()) / pool
+    if not (path / MANIFEST).exists():
+        raise DfmlError(f"no pool '{pool}' (no {MANIFEST} there); `dfml-bench pool ls` lists the built pools.")
+    manifest = json.loads((path / MANIFEST).read_text())
+    if verify:
+        for a in manifest["apis"]:
+            f = path / a["file"]
+            if not f.exists() or _file_sha256(f) != a["sha256"]:
+                raise PoolError(f"API file '{f}' is missing or does not match its checksum; delete '{path}' to rebuild.")
+    _print_pool(manifest, path, summary_only=False)
+    if verify:
+        _stderr().print(f"all {len(manifest['apis'])} API files match their checksums")
+
+
+def _print_pool(manifest: dict[str, Any], root: Path, summary_only: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    by_arch: dict[tuple[str, str], list[float]] = {}
+    for a in manifest["apis"]:
+        by_arch.setdefault((a["dataset"], a["architecture"]), []).append(a["heldout_accuracy"])
+    summary = Table(title=f"pool {root.name}: mean held-out accuracy of the APIs (K-way)")
+    for col in ("dataset", "architecture", "APIs", "mean acc", "min acc"):
+        summary.add_column(col)
+    for (d, arch), accs in sorted(by_arch.items()):
+        summary.add_row(d, arch, str(len(accs)), f"{sum(accs) / len(accs):.1f}", f"{min(accs):.1f}")
+    console.print(summary)
+    if summary_only:
+        return
+    table = Table(title="APIs")
+    for col in ("api", "architecture", "classes (global ids)", "class names", "held-out acc", "best epoch"):
+        table.add_column(col, overflow="fold")
+    for a in manifest["apis"]:
+        table.add_row(a["api_id"], a["architecture"], ",".join(map(str, a["classes"])),
+                      " ".join(a["class_names"]), f"{a['heldout_accuracy']:.1f}", str(a["best_epoch"]))
+    console.print(table)

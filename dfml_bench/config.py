@@ -79,6 +79,9 @@ class TopLevel:
     data_root: str | None = param(None, "directory holding prepared real datasets")
     cache_dir: str | None = param(None, "cache for rendered data (default: ~/.cache/dfml-bench)")
     loggers: list[str] = param([], "run loggers to attach (see `dfml-bench list`)")
+    budget: float | None = param(None, "API query budget in images per run (None: unlimited)")
+    pool_dir: str | None = param(None, "where API pools are cached (default: <cache>/pools)")
+    workers: int = param(2, "worker processes for building API pools")
     profile: str = param(DEFAULT_PROFILE, "name of the profile this config started from")
 
 
@@ -166,6 +169,13 @@ def normalise_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def scenario_file(path: Path) -> tuple[str, dict[str, Any]]:
+    """A user scenario in YAML -> ('custom', its parameters); `name` becomes the table label."""
+    data = load_yaml(path)
+    data.setdefault("label", str(data.pop("name", path.stem)))
+    return "custom", data
+
+
 def canonicalise(raw: dict[str, Any]) -> dict[str, Any]:
     """Move flat parameters of each component section into the selected component's block.
 
@@ -200,6 +210,9 @@ def build_raw_config(profile: str = DEFAULT_PROFILE, config_file: str | Path | N
     for key, value in (flags or {}).items():
         if value is not None and key in COMPONENT_SECTIONS:
             section = dict(raw.get(key) or {})
+            if key == "scenario" and str(value).endswith((".yaml", ".yml")):
+                value, block = scenario_file(Path(value))
+                section[value] = block
             section["name"] = value
             raw[key] = section
     for item in sets:
@@ -255,6 +268,8 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
     sections = {name: as_dict(build_params(cls, raw.get(name) or {}, name)) for name, cls in SECTIONS.items()}
     if top.ways < 2 or top.queries < 1 or any(s < 1 for s in top.shots):
         raise ConfigError("ways must be >= 2, queries >= 1 and every shot >= 1.")
+    if top.budget is not None and top.budget < 0:
+        raise ConfigError("budget must be a number of images >= 0 (e.g. 2e6), or null for unlimited.")
     if sections["train"]["meta_batch_size"] < 1 or sections["train"]["meta_iterations"] < 0:
         raise ConfigError("train.meta_batch_size must be >= 1 and train.meta_iterations >= 0.")
     methods = _names(raw, "method")
@@ -278,7 +293,8 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
                 if kind in uses:
                     k_name, k_params = component_params(raw, kind, registry)
                     base[kind] = {"name": k_name, "params": as_dict(k_params)}
-            base.update(ways=top.ways, queries=top.queries, train=sections["train"], eval=sections["eval"])
+            base.update(ways=top.ways, queries=top.queries, train=sections["train"], eval=sections["eval"],
+                        budget=None if top.budget is None else int(top.budget))
             for shots in top.shots:
                 for seed in top.seeds:
                     run = copy.deepcopy(base)

@@ -47,10 +47,16 @@ class MetaLearner(abc.ABC):
 
 @dataclasses.dataclass
 class ScenarioData:
-    """What a scenario provides to a run: its datasets (one per domain) and their layout."""
+    """What a scenario provides to a run: its datasets (one per domain) and its API pool's spec.
+
+    The pool itself is built (or loaded from the cache) only when a method asks for it.
+    """
 
     name: str
     datasets: list[FewShotDataset]
+    pool_spec: Any = None             # dfml_bench.pool.PoolSpec, None for a scenario without APIs
+    access: str = "white"             # the most access offered: "black" (query only) or "white"
+    output: str = "logits"            # API output mode: logits | probs | label
 
     @property
     def mixed_resolution(self) -> bool:
@@ -104,6 +110,8 @@ class MethodContext:
     method_name: str
     build_meta_learner: Callable[[], MetaLearner]
     make_train_sampler: Callable[[int], Any]
+    load_pool: Callable[[], Any] = lambda: None
+    ledger: Any = None                # dfml_bench.apis.QueryLedger of this run
     log: Callable[[str], None] = print
 
     def meta_learner(self) -> MetaLearner:
@@ -117,6 +125,53 @@ class MethodContext:
                               f"(access='{self.access}') but asked for the real meta-train "
                               "images; register it with access='real_data' if it is an oracle.")
         return [self.make_train_sampler(i) for i in range(len(self.scenario.datasets))]
+
+
+    def apis(self) -> APIAccess:
+        """The scenario's API pool, as this method's declared access allows.
+
+        Black-box methods get query-only handles (even on a white-box scenario); white-box
+        methods need a scenario with ``access: white``; other methods get no APIs.
+        """
+        if self.access not in ("black", "white"):
+            raise AccessError(f"method '{self.method_name}' is registered with access='{self.access}', "
+                              "which grants no API access; register it with access='black' or 'white'.")
+        if self.access == "white" and self.scenario.access != "white":
+            raise AccessError(f"method '{self.method_name}' needs white-box APIs but scenario "
+                              f"'{self.scenario.name}' gives black-box access; set scenario.access=white "
+                              "or choose a black-box method.")
+        pool = self.load_pool()
+        if pool is None:
+            raise AccessError(f"scenario '{self.scenario.name}' has no API pool.")
+        return APIAccess(pool, self.ledger, self.scenario.output, white_box=self.access == "white")
+
+
+class APIAccess:
+    """A method's view of the pool: metadata of every API and handles of the granted kind."""
+
+    def __init__(self, pool: Any, ledger: Any, output: str, white_box: bool):
+        self._pool, self._ledger, self.output, self.white_box = pool, ledger, output, white_box
+
+    def __len__(self) -> int:
+        return len(self._pool)
+
+    def info(self, index: int) -> Any:
+        """APIInfo (id, dataset, architecture, global class ids, input size) of API `index`."""
+        return self._pool.info(index)
+
+    def get(self, index: int) -> Any:
+        """A BlackBoxAPI handle (a WhiteBoxAPI for white-box methods) of API `index`."""
+        return self._pool.api(index, self._ledger, output=self.output, white_box=self.white_box)
+
+    def sample(self, generator: torch.Generator) -> int:
+        """An API index drawn uniformly with replacement (PROTOCOL.md section 1)."""
+        import torch
+
+        return int(torch.randint(len(self), (1,), generator=generator).item())
+
+    @property
+    def queries_used(self) -> int:
+        return int(self._ledger.total)
 
 
 class Method(abc.ABC):

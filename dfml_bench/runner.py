@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from dfml_bench import store
+from dfml_bench.apis import QueryBudgetExhausted, QueryLedger
 from dfml_bench.config import run_id, run_label
 from dfml_bench.data import EpisodeSampler, FewShotDataset, Normalizer
 from dfml_bench.errors import ConfigError
@@ -39,6 +40,8 @@ class Environment:
     cache_dir: Path | None = None
     loggers: tuple[str, ...] = ()
     reporter: Reporter = dataclasses.field(default_factory=lambda: Reporter(False))
+    pool_dir: Path | None = None
+    workers: int = 2
 
     def resolved_cache_dir(self) -> Path:
         if self.cache_dir is not None:
@@ -48,6 +51,10 @@ class Environment:
             return Path(env)
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return Path(base) / "dfml-bench"
+
+
+    def resolved_pool_dir(self) -> Path:
+        return Path(self.pool_dir) if self.pool_dir is not None else self.resolved_cache_dir() / "pools"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,9 +78,14 @@ def run_path(env: Environment, resolved: Mapping[str, Any]) -> Path:
 
 def build_scenario(registry: Registry, resolved: Mapping[str, Any], env: Environment) -> ScenarioData:
     comp = registry.get("scenario", resolved["scenario"]["name"])
-    params = _params(comp, resolved["scenario"]["params"])
-    ctx = ScenarioContext(registry, env.data_root, env.resolved_cache_dir(), int(resolved["seed"]))
-    return comp.load()(params, ctx)
+    return build_scenario_by_name(registry, comp.name, _params(comp, resolved["scenario"]["params"]), env,
+                                  int(resolved["seed"]))
+
+
+def build_scenario_by_name(registry: Registry, name: str, params: Any, env: Environment, seed: int) -> ScenarioData:
+    """Build a scenario's datasets (its pool is opened separately, on demand)."""
+    ctx = ScenarioContext(registry, env.data_root, env.resolved_cache_dir(), seed)
+    return registry.get("scenario", name).load()(params, ctx)
 
 
 def _params(comp: Any, values: Mapping[str, Any]) -> Any:
@@ -129,6 +141,14 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
         ml = resolved["meta_learner"]
         return registry.build("meta_learner", ml["name"], _params(registry.get("meta_learner", ml["name"]), ml["params"]))
 
+    ledger = QueryLedger(resolved.get("budget"))
+    pools: list[Any] = []
+
+    def load_pool() -> Any:
+        if not pools:
+            pools.append(open_pool(scenario, registry, env, device))
+        return pools[0]
+
     m_comp = registry.get("method", resolved["method"]["name"])
     access = m_comp.meta.get("access", "black")
     if access not in ACCESS_LEVELS:
@@ -137,7 +157,7 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
     ctx = MethodContext(model=model, device=device, ways=ways, shots=shots, queries=queries, seed=seed,
                         train=train, scenario=scenario, access=access, method_name=m_comp.name,
                         build_meta_learner=build_meta_learner, make_train_sampler=make_train_sampler,
-                        log=reporter.log)
+                        load_pool=load_pool, ledger=ledger, log=reporter.log)
     method = m_comp.load()(_params(m_comp, resolved["method"]["params"]), ctx)
     ev = resolved["eval"]
 
@@ -158,17 +178,24 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
         method.load_state_dict(ckpt["method"])
         best_state, best_val, best_iter, start = ckpt["best_state"], ckpt["best_val"], ckpt["best_iter"], ckpt["iteration"]
         torch.set_rng_state(ckpt["rng_cpu"])
+        ledger.load_state_dict(ckpt["ledger"])
         reporter.log(f"resuming {path.name} at meta-iteration {start}")
     elif metrics_path.exists():
         metrics_path.unlink()  # a run without checkpoint restarts from scratch
 
     iterations = train.meta_iterations if method.trains else 0
+    stopped = None
     with reporter.task(f"train {m_comp.name}", iterations - start) as advance:
         for it in range(start, iterations + 1):
             record: dict[str, Any] = {}
-            if it < iterations:
-                record.update(method.train_step(it))
-            is_val = it % max(train.val_every, 1) == 0 or it == iterations
+            if it < iterations and stopped is None:
+                try:
+                    record.update(method.train_step(it))
+                except QueryBudgetExhausted as exc:
+                    stopped = str(exc)
+                    reporter.log(f"stopping at meta-iteration {it}: {exc}")
+            record["queries"] = ledger.total
+            is_val = it % max(train.val_every, 1) == 0 or it == iterations or stopped is not None
             if is_val:
                 val = validate()
                 record["val_acc"] = val
@@ -180,10 +207,13 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
                 record.update(iteration=it, wall_time=time.perf_counter() - t0)
                 store.append_jsonl(metrics_path, record)
                 events.emit("on_metrics", record=record)
+            if stopped is not None:
+                iterations = it
+                break
             if is_val and it < iterations:
                 torch.save({"model": model.state_dict(), "method": method.state_dict(), "best_state": best_state,
                             "best_val": best_val, "best_iter": best_iter, "iteration": it + 1,
-                            "rng_cpu": torch.get_rng_state()}, ckpt_path)
+                            "rng_cpu": torch.get_rng_state(), "ledger": ledger.state_dict()}, ckpt_path)
             if it < iterations:
                 advance(1, **{k: v for k, v in record.items() if k in ("loss", "train_acc", "val_acc")})
 
@@ -201,7 +231,7 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
     result = {
         "run_id": info.run_id,
         "method": m_comp.name,
-        "scenario": resolved["scenario"]["name"],
+        "scenario": scenario.name,
         "shots": shots,
         "seed": seed,
         "profile": resolved.get("profile"),
@@ -214,7 +244,10 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
         "best_val_accuracy": None if best_val == float("-inf") else best_val,
         "best_iteration": best_iter,
         "meta_iterations": iterations,
-        "queries": int(getattr(method, "queries_used", 0)),
+        "queries": ledger.total,
+        "apis_queried": len(ledger.per_api),
+        "budget": resolved.get("budget"),
+        "stopped_early": stopped,
         "wall_time_s": time.perf_counter() - t0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
@@ -223,5 +256,19 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
     }
     store.atomic_write_json(path / store.RESULT_FILE, result)
     ckpt_path.unlink(missing_ok=True)
+    if pools:
+        pools[0].close()
     events.emit("on_run_end", result=result)
     return result
+
+
+def open_pool(scenario: ScenarioData, registry: Registry, env: Environment, device: torch.device) -> Any:
+    """Build the scenario's API pool if it is not cached yet (progress bar), then open it."""
+    from dfml_bench.pool import APIPool, build_pool, plan_size
+
+    if scenario.pool_spec is None:
+        return None
+    with env.reporter.task(f"build API pool ({scenario.name})", plan_size(scenario.pool_spec, scenario.datasets)) as advance:
+        root = build_pool(scenario.pool_spec, scenario.datasets, registry, env.resolved_pool_dir(),
+                          workers=env.workers, progress=advance)
+    return APIPool(root, registry, device)

@@ -24,6 +24,10 @@ def register_datasets(register: Any) -> None:
 def register_architectures(register: Any) -> None:
     register("conv4", "dfml_plugins.models.conv4:build_conv4", params=P.Conv4Params,
              help="4 x [conv3x3-BN-ReLU-maxpool] + linear (PROTOCOL.md section 3)")
+    register("resnet10", "dfml_plugins.models.resnet:build_resnet10", params=P.ResNetParams,
+             help="ResNet-10 for small images, basic blocks [1,1,1,1] (PROTOCOL.md section 3)")
+    register("resnet18", "dfml_plugins.models.resnet:build_resnet18", params=P.ResNetParams,
+             help="ResNet-18 for small images, basic blocks [2,2,2,2] (PROTOCOL.md section 3)")
 
 
 @hookimpl
@@ -40,15 +44,19 @@ def register_methods(register: Any) -> None:
     register("maml_oracle", "dfml_plugins.methods.maml_oracle:MamlOracle", params=None,
              help="MAML on the REAL meta-train images: an upper bound, NOT data-free",
              access="real_data", data_free=False, uses=("architecture", "meta_learner"))
+    register("average", "dfml_plugins.methods.average:AverageAPIs", params=None,
+             help="parameter mean of all APIs (white-box; one architecture only, so SS)",
+             access="white", data_free=True, uses=("architecture",))
 
 
 @hookimpl
 def register_scenarios(register: Any) -> None:
-    for name, text in (("SS", "one dataset, one API architecture"),
-                       ("SH", "one dataset, mixed API architectures"),
-                       ("MH", "several datasets (global class ids), mixed architectures")):
-        register(name, f"dfml_plugins.scenarios:build_{name.lower()}", params=getattr(P, f"{name}Params"),
-                 help=text)
+    for name, params, text in (
+            ("SS", P.SSParams, "one dataset, one API architecture"),
+            ("SH", P.SHParams, "one dataset, API architectures mixed (conv4, resnet10, resnet18)"),
+            ("MH", P.MHParams, "several datasets (global class ids) x mixed architectures"),
+            ("custom", P.CustomScenarioParams, "any datasets x architectures; `--scenario my.yaml` uses it")):
+        register(name, f"dfml_plugins.scenarios:build_{name.lower()}", params=params, help=text)
 
 
 @hookimpl

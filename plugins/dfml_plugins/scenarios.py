@@ -1,4 +1,4 @@
-"""SS / SH / MH scenarios. For now they select datasets; API pools arrive with the pool issue."""
+"""SS / SH / MH scenarios (PROTOCOL.md section 1) and `custom` for scenarios written in YAML."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from dfml_bench.errors import ConfigError
 from dfml_bench.interfaces import ScenarioContext, ScenarioData
 from dfml_bench.params import build_params
+from dfml_bench.pool import PoolSpec, TrainRecipe
 from dfml_bench.selection import parse_selection
 
 
@@ -21,23 +22,40 @@ def _datasets(specs: list[str], ctx: ScenarioContext) -> list[Any]:
         out.append(comp.load()(params, ctx.data_root, ctx.cache_dir))
     names = [d.name for d in out]
     if len(set(names)) != len(names):
-        raise ConfigError(f"scenario lists the same dataset twice: {names}.")
+        raise ConfigError(f"the scenario lists the same dataset twice: {names}.")
     return out
 
 
-def _single(name: str, params: Any, ctx: ScenarioContext) -> ScenarioData:
-    if len(params.datasets) != 1:
-        raise ConfigError(f"scenario {name} uses exactly one dataset, got {len(params.datasets)}; use MH for several.")
-    return ScenarioData(name, _datasets(params.datasets, ctx))
+def _scenario(name: str, params: Any, ctx: ScenarioContext) -> ScenarioData:
+    if not params.architectures:
+        raise ConfigError(f"scenario {name} needs at least one API architecture.")
+    for sel in params.architectures:
+        ctx.registry.get("architecture", parse_selection(sel)[0])
+    if params.apis_per_cell < 1 or params.classes_per_api < 2:
+        raise ConfigError("apis_per_cell must be >= 1 and classes_per_api >= 2.")
+    recipe = TrainRecipe(epochs=params.api_epochs, batch_size=params.api_batch_size, lr=params.api_lr,
+                         optimizer=params.api_optimizer)
+    spec = PoolSpec(tuple(params.architectures), params.apis_per_cell, params.classes_per_api,
+                    params.pool_seed, recipe)
+    return ScenarioData(params.label or name, _datasets(params.datasets, ctx), pool_spec=spec,
+                        access=params.access, output=params.output)
 
 
 def build_ss(params: Any, ctx: ScenarioContext) -> ScenarioData:
-    return _single("SS", params, ctx)
+    if len(params.datasets) != 1 or len(params.architectures) != 1:
+        raise ConfigError("scenario SS has one dataset and one API architecture; use SH or MH to mix.")
+    return _scenario("SS", params, ctx)
 
 
 def build_sh(params: Any, ctx: ScenarioContext) -> ScenarioData:
-    return _single("SH", params, ctx)
+    if len(params.datasets) != 1:
+        raise ConfigError("scenario SH has one dataset; use MH to mix datasets.")
+    return _scenario("SH", params, ctx)
 
 
 def build_mh(params: Any, ctx: ScenarioContext) -> ScenarioData:
-    return ScenarioData("MH", _datasets(params.datasets, ctx))
+    return _scenario("MH", params, ctx)
+
+
+def build_custom(params: Any, ctx: ScenarioContext) -> ScenarioData:
+    return _scenario("custom", params, ctx)

@@ -8,10 +8,14 @@ from torch import nn
 from dfml_plugins.params import Conv4Params
 
 
-def conv_block(cin: int, cout: int) -> nn.Sequential:
-    """conv3x3 (bias) -> BatchNorm (batch statistics only) -> ReLU -> maxpool 2."""
+def conv_block(cin: int, cout: int, running_stats: bool = False) -> nn.Sequential:
+    """conv3x3 (bias) -> BatchNorm -> ReLU -> maxpool 2.
+
+    Meta models keep no running statistics (BatchNorm always uses the batch); pre-trained
+    APIs do (`running_stats=True`) so that they can be queried one image at a time.
+    """
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=True),
-                         nn.BatchNorm2d(cout, track_running_stats=False), nn.ReLU(inplace=True),
+                         nn.BatchNorm2d(cout, track_running_stats=running_stats), nn.ReLU(inplace=True),
                          nn.MaxPool2d(2))
 
 
@@ -19,10 +23,10 @@ class Conv4(nn.Module):
     """Four conv blocks, then flatten -> linear, or global max-pool -> linear for any input size."""
 
     def __init__(self, num_classes: int, width: int = 32, image_size: int | None = 32,
-                 in_channels: int = 3, global_pool: bool = False):
+                 in_channels: int = 3, global_pool: bool = False, running_stats: bool = False):
         super().__init__()
-        self.features = nn.Sequential(conv_block(in_channels, width), conv_block(width, width),
-                                      conv_block(width, width), conv_block(width, width))
+        self.features = nn.Sequential(*[conv_block(in_channels if i == 0 else width, width, running_stats)
+                                        for i in range(4)])
         self.global_pool = global_pool or image_size is None
         if self.global_pool:
             dim = width
@@ -42,10 +46,11 @@ class Conv4(nn.Module):
         return self.classifier(h)
 
 
-def build_conv4(params: Conv4Params, num_classes: int, image_size: int | None) -> Conv4:
+def build_conv4(params: Conv4Params, num_classes: int, image_size: int | None, *,
+                running_stats: bool = False) -> Conv4:
     """Architecture factory: `pool=auto` uses global max-pooling only for mixed input sizes."""
     global_pool = params.pool == "max" or (params.pool == "auto" and image_size is None)
     if params.pool == "flatten" and image_size is None:
         raise ValueError("conv4 pool=flatten needs one input size, but this scenario mixes sizes; "
                          "use pool=max or pool=auto")
-    return Conv4(num_classes, params.width, image_size, global_pool=global_pool)
+    return Conv4(num_classes, params.width, image_size, global_pool=global_pool, running_stats=running_stats)
