@@ -345,7 +345,8 @@ def _print_pool(manifest: dict[str, Any], root: Path, summary_only: bool) -> Non
     if summary_only:
         return
     table = Table(title="APIs")
-    for col in ("api", "architecture", "classes (global ids)", "class names", "held-out acc", "best epoch"):
+    table.add_column("api", no_wrap=True)
+    for col in ("architecture", "classes (global ids)", "class names", "held-out acc", "best epoch"):
         table.add_column(col, overflow="fold")
     for a in manifest["apis"]:
         table.add_row(a["api_id"], a["architecture"], ",".join(map(str, a["classes"])),
