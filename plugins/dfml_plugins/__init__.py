@@ -18,6 +18,12 @@ from dfml_plugins import params as P
 def register_datasets(register: Any) -> None:
     register("glyphs", "dfml_plugins.datasets.glyphs:build_glyphs", params=P.GlyphsParams,
              help="embedded characters rendered from matplotlib's fonts; three domains")
+    register("cifar_fs", "dfml_plugins.datasets.real:build_cifar_fs", params=P.CifarFSParams,
+             help="CIFAR-FS from --data-root/cifar-100-python (Bertinetto et al. 64/16/20 split), 32 px")
+    register("mini_imagenet", "dfml_plugins.datasets.real:build_mini_imagenet", params=P.MiniImageNetParams,
+             help="MiniImageNet from --data-root/mini-imagenet/{train,val,test}.csv + images/ (Ravi split), 84 px")
+    register("cub", "dfml_plugins.datasets.real:build_cub", params=P.CUBParams,
+             help="CUB-200-2011 from --data-root/CUB_200_2011/images (100/50/50 by index), 84 px")
 
 
 @hookimpl
