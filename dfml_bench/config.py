@@ -29,7 +29,7 @@ import yaml
 
 from dfml_bench import __version__
 from dfml_bench.errors import ConfigError, did_you_mean
-from dfml_bench.params import as_dict, build_params, param
+from dfml_bench.params import as_dict, build_params, component_fields, param
 
 PROFILES = ("smoke", "quick", "paper")
 DEFAULT_PROFILE = "quick"
@@ -41,6 +41,9 @@ COMPONENT_SECTIONS: dict[str, str] = {
     "architecture": "architecture",
     "meta_learner": "meta_learner",
     "launcher": "launcher",
+    "estimator": "estimator",
+    "recoverer": "recoverer",
+    "replay": "replay",
 }
 ALIASES = {"meta": "meta_learner", "model": "architecture", "arch": "architecture"}
 
@@ -293,6 +296,12 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
                 if kind in uses:
                     k_name, k_params = component_params(raw, kind, registry)
                     base[kind] = {"name": k_name, "params": as_dict(k_params)}
+            named: dict[str, dict[str, Any]] = {}
+            for kind, name in component_fields(m_params):
+                _, c_params = component_params(raw, kind, registry, name)
+                named.setdefault(kind, {})[name] = as_dict(c_params)
+            if named:
+                base["components"] = named
             base.update(ways=top.ways, queries=top.queries, train=sections["train"], eval=sections["eval"],
                         budget=None if top.budget is None else int(top.budget))
             for shots in top.shots:

@@ -32,6 +32,9 @@ COMPONENT_HOOKS: dict[str, str] = {
     "scenario": "register_scenarios",
     "launcher": "register_launchers",
     "logger": "register_loggers",
+    "estimator": "register_estimators",
+    "recoverer": "register_recoverers",
+    "replay": "register_replay_strategies",
 }
 
 
@@ -80,6 +83,21 @@ def register_launchers(register: Any) -> None:
 @hookspec
 def register_loggers(register: Any) -> None:
     """Register run loggers: ``factory(params, run_dir) -> dfml_bench.interfaces.RunLogger``."""
+
+
+@hookspec
+def register_estimators(register: Any) -> None:
+    """Register gradient estimators: ``factory(params, seed) -> dfml_bench.interfaces.GradientEstimator``."""
+
+
+@hookspec
+def register_recoverers(register: Any) -> None:
+    """Register data recoverers: ``factory(params) -> dfml_bench.interfaces.DataRecoverer``."""
+
+
+@hookspec
+def register_replay_strategies(register: Any) -> None:
+    """Register replay strategies: ``factory(params) -> dfml_bench.interfaces.ReplayStrategy``."""
 
 
 @hookspec

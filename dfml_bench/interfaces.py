@@ -45,6 +45,71 @@ class MetaLearner(abc.ABC):
         """Adapt on the task's support set; return the loss and accuracy on its query set."""
 
 
+#: Per-row loss on API outputs: loss_fn(inputs [N,C,H,W], scores [N,K], sample index [N]) -> [N].
+PerSampleLoss = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+@dataclasses.dataclass
+class Estimate:
+    """A gradient estimate for a batch: the true loss at the base points and d loss_i / d x_i."""
+
+    loss: torch.Tensor
+    grad: torch.Tensor
+
+
+class GradientEstimator(abc.ABC):
+    """Estimates d loss_i / d x_i of a per-sample loss on an API's outputs (zero-order or autograd)."""
+
+    #: True when the estimator needs a WhiteBoxAPI.
+    needs_white_box: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def estimate(self, api: Any, x: torch.Tensor, loss_fn: PerSampleLoss) -> Estimate:
+        """Estimate the input gradient of ``loss_fn`` at the [0,1] images `x` ([B,C,H,W])."""
+
+
+@dataclasses.dataclass
+class RecoveredSet:
+    """Images recovered from one API: [0,1] floats, target labels (API output positions), stats."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    loss: float
+    agreement: float        # % of images the API labels as their target
+
+
+class DataRecoverer(abc.ABC):
+    """Inverts one API into labelled images, optionally pushing them toward a student's boundary."""
+
+    @abc.abstractmethod
+    def recover(self, api: Any, estimator: GradientEstimator, per_class: int, image_size: int,
+                generator: torch.Generator,
+                student: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RecoveredSet:
+        """Recover `per_class` images for each of the API's classes at `image_size` px."""
+
+
+class ReplayStrategy(abc.ABC):
+    """Memory of recovered images by global class id, sampled into replay tasks."""
+
+    @abc.abstractmethod
+    def add(self, images: torch.Tensor, classes: torch.Tensor, domain: int) -> None:
+        """Store [0,1] images with their global class ids; `domain` indexes the scenario's datasets."""
+
+    @abc.abstractmethod
+    def can_sample(self, ways: int) -> bool:
+        """Whether a `ways`-way task can be drawn now."""
+
+    @abc.abstractmethod
+    def sample(self, ways: int, shots: int, queries: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """(support images, support labels, query images, query labels, domains) of a replay task."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
 @dataclasses.dataclass
 class ScenarioData:
     """What a scenario provides to a run: its datasets (one per domain) and its API pool's spec.
@@ -112,11 +177,17 @@ class MethodContext:
     make_train_sampler: Callable[[int], Any]
     load_pool: Callable[[], Any] = lambda: None
     ledger: Any = None                # dfml_bench.apis.QueryLedger of this run
+    build_component: Callable[[str, str | None], Any] = lambda kind, name=None: None
+    normalizers: list[Any] = dataclasses.field(default_factory=list)  # per dataset: [0,1] -> model input
     log: Callable[[str], None] = print
 
-    def meta_learner(self) -> MetaLearner:
-        """The meta-learner selected in the config."""
-        return self.build_meta_learner()
+    def meta_learner(self, name: str | None = None) -> MetaLearner:
+        """The meta-learner selected in the config (or the named one, with its config params)."""
+        return self.build_component("meta_learner", name) if name else self.build_meta_learner()
+
+    def component(self, kind: str, name: str | None = None) -> Any:
+        """Build a component of `kind` (estimator, recoverer, replay, ...) with its config params."""
+        return self.build_component(kind, name)
 
     def real_train_samplers(self) -> list[Any]:
         """Episode samplers over the scenario's REAL meta-train images (oracle methods only)."""

@@ -18,9 +18,13 @@ from typing import Any
 from dfml_bench.errors import ConfigError, did_you_mean
 
 
-def param(default: Any, help: str, *, choices: Sequence[Any] | None = None) -> Any:
-    """A dataclass field with a default, a help text and optional allowed values."""
-    meta = {"help": help, "choices": tuple(choices) if choices else None}
+def param(default: Any, help: str, *, choices: Sequence[Any] | None = None, component: str | None = None) -> Any:
+    """A dataclass field with a default, a help text and optional allowed values.
+
+    ``component="estimator"`` (or another kind) marks a field whose value names a component
+    the owner builds; that component's parameters are resolved from the config and hashed.
+    """
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "component": component}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -138,6 +142,14 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a string, not {value!r}.")
         return str(value)
     return value
+
+
+def component_fields(params: Any) -> list[tuple[str, str]]:
+    """(kind, component name) for each field declared with ``param(..., component=kind)``."""
+    if params is None:
+        return []
+    return [(f.metadata["component"], getattr(params, f.name)) for f in dataclasses.fields(params)
+            if f.metadata.get("component") and getattr(params, f.name)]
 
 
 def as_dict(params: Any) -> dict[str, Any]:

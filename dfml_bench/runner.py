@@ -149,6 +149,21 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
             pools.append(open_pool(scenario, registry, env, device))
         return pools[0]
 
+    def build_component(kind: str, name: str | None = None) -> Any:
+        if name is None or (kind == "meta_learner" and name == resolved.get("meta_learner", {}).get("name")):
+            if kind != "meta_learner":
+                raise ConfigError(f"building a {kind} needs its name.")
+            return build_meta_learner()
+        values = resolved.get("components", {}).get(kind, {}).get(name)
+        if values is None:
+            raise ConfigError(f"{kind} '{name}' was not declared by method '{resolved['method']['name']}'; "
+                              f"declare it with param(..., component='{kind}') in the method's params.")
+        comp = registry.get(kind, name)
+        params = _params(comp, values)
+        if kind == "estimator":
+            return comp.load()(params, derive_seed("estimator", seed, name))
+        return comp.load()(params)
+
     m_comp = registry.get("method", resolved["method"]["name"])
     access = m_comp.meta.get("access", "black")
     if access not in ACCESS_LEVELS:
@@ -157,7 +172,8 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
     ctx = MethodContext(model=model, device=device, ways=ways, shots=shots, queries=queries, seed=seed,
                         train=train, scenario=scenario, access=access, method_name=m_comp.name,
                         build_meta_learner=build_meta_learner, make_train_sampler=make_train_sampler,
-                        load_pool=load_pool, ledger=ledger, log=reporter.log)
+                        load_pool=load_pool, ledger=ledger, build_component=build_component,
+                        normalizers=normalizers, log=reporter.log)
     method = m_comp.load()(_params(m_comp, resolved["method"]["params"]), ctx)
     ev = resolved["eval"]
 

@@ -66,6 +66,16 @@ def register_scenarios(register: Any) -> None:
 
 
 @hookimpl
+def register_estimators(register: Any) -> None:
+    register("zo_forward", "dfml_plugins.estimators.zeroth_order:ZOForward", params=P.ZOParams,
+             help="zero-order forward differences, B(q+1) queries per step (PROTOCOL.md section 6)")
+    register("zo_central", "dfml_plugins.estimators.zeroth_order:ZOCentral", params=P.ZOParams,
+             help="zero-order central differences over antithetic pairs, B(2q+1) queries per step")
+    register("white_box", "dfml_plugins.estimators.zeroth_order:WhiteBoxGradient",
+             params=P.WhiteBoxEstimatorParams, help="true input gradients through a WhiteBoxAPI")
+
+
+@hookimpl
 def register_launchers(register: Any) -> None:
     register("local", "dfml_plugins.launchers.local:LocalLauncher", params=None,
              help="runs every job in this process, one after another")

@@ -98,3 +98,15 @@ class CUBParams:
 @dataclass
 class ResNetParams:
     width: int = param(64, "channels of the first stage (stages use w, 2w, 4w, 8w); paper: 64")
+
+
+@dataclass
+class ZOParams:
+    q: int = param(100, "random directions per image (PROTOCOL.md section 6)")
+    mu: float = param(0.005, "smoothing radius of the finite difference")
+    memory_mb: int = param(256, "memory budget of one API call's input batch; sets the chunk size")
+
+
+@dataclass
+class WhiteBoxEstimatorParams:
+    pass
