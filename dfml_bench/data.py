@@ -50,12 +50,17 @@ class FewShotDataset:
 
 @dataclasses.dataclass
 class Task:
-    """One N-way few-shot task: float inputs on the device, labels 0..ways-1."""
+    """One N-way few-shot task: float inputs on the device, labels 0..ways-1.
+
+    Distillation tasks also carry teacher probabilities (`support_t`, `query_t`, [N, ways]).
+    """
 
     support_x: torch.Tensor
     support_y: torch.Tensor
     query_x: torch.Tensor
     query_y: torch.Tensor
+    support_t: torch.Tensor | None = None
+    query_t: torch.Tensor | None = None
 
 
 class Normalizer:
@@ -68,10 +73,13 @@ class Normalizer:
         self.size = size
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.mean.device, non_blocking=True).float().div_(255.0)
-        if self.size is not None and x.shape[-1] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=True)
+        return self.from_unit(images.to(self.mean.device, non_blocking=True).float().div_(255.0))
+
+    def from_unit(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """[0,1] float images -> normalised model inputs (resized to `size` or the normaliser's size)."""
+        size = size or self.size
+        if size is not None and x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return (x - self.mean) / self.std
 
 

@@ -76,6 +76,7 @@ class RecoveredSet:
     labels: torch.Tensor
     loss: float
     agreement: float        # % of images the API labels as their target
+    scores: torch.Tensor    # the API's outputs on `images` (queried once; reuse them as teacher outputs)
 
 
 class DataRecoverer(abc.ABC):
@@ -86,6 +87,15 @@ class DataRecoverer(abc.ABC):
                 generator: torch.Generator,
                 student: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RecoveredSet:
         """Recover `per_class` images for each of the API's classes at `image_size` px."""
+
+
+@dataclasses.dataclass
+class ReplayDraw:
+    """A replay task as stored: per class (in label order) uint8 support / query images and its domain."""
+
+    support: list[torch.Tensor]
+    query: list[torch.Tensor]
+    domains: list[int]
 
 
 class ReplayStrategy(abc.ABC):
@@ -100,8 +110,8 @@ class ReplayStrategy(abc.ABC):
         """Whether a `ways`-way task can be drawn now."""
 
     @abc.abstractmethod
-    def sample(self, ways: int, shots: int, queries: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """(support images, support labels, query images, query labels, domains) of a replay task."""
+    def sample(self, ways: int, shots: int, queries: int, generator: torch.Generator) -> ReplayDraw:
+        """Draw `ways` stored classes with `shots` + `queries` images each."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -177,7 +187,7 @@ class MethodContext:
     make_train_sampler: Callable[[int], Any]
     load_pool: Callable[[], Any] = lambda: None
     ledger: Any = None                # dfml_bench.apis.QueryLedger of this run
-    build_component: Callable[[str, str | None], Any] = lambda kind, name=None: None
+    build_component: Callable[..., Any] = lambda kind, name=None, overrides=None: None
     normalizers: list[Any] = dataclasses.field(default_factory=list)  # per dataset: [0,1] -> model input
     log: Callable[[str], None] = print
 
@@ -185,9 +195,12 @@ class MethodContext:
         """The meta-learner selected in the config (or the named one, with its config params)."""
         return self.build_component("meta_learner", name) if name else self.build_meta_learner()
 
-    def component(self, kind: str, name: str | None = None) -> Any:
-        """Build a component of `kind` (estimator, recoverer, replay, ...) with its config params."""
-        return self.build_component(kind, name)
+    def component(self, kind: str, name: str | None = None, **overrides: Any) -> Any:
+        """Build a component of `kind` (estimator, recoverer, replay, ...) with its config params.
+
+        `overrides` replace parameters (e.g. ``first_order=True`` for a first-order variant).
+        """
+        return self.build_component(kind, name, overrides or None)
 
     def real_train_samplers(self) -> list[Any]:
         """Episode samplers over the scenario's REAL meta-train images (oracle methods only)."""

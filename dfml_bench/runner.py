@@ -149,12 +149,14 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
             pools.append(open_pool(scenario, registry, env, device))
         return pools[0]
 
-    def build_component(kind: str, name: str | None = None) -> Any:
-        if name is None or (kind == "meta_learner" and name == resolved.get("meta_learner", {}).get("name")):
+    def build_component(kind: str, name: str | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
+        if name is None and not overrides:
             if kind != "meta_learner":
                 raise ConfigError(f"building a {kind} needs its name.")
             return build_meta_learner()
         values = resolved.get("components", {}).get(kind, {}).get(name)
+        if values is not None and overrides:
+            values = {**values, **overrides}
         if values is None:
             raise ConfigError(f"{kind} '{name}' was not declared by method '{resolved['method']['name']}'; "
                               f"declare it with param(..., component='{kind}') in the method's params.")
@@ -270,6 +272,9 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
         "device": str(device),
         "torch": torch.__version__,
     }
+    save_artifacts = getattr(method, "save_artifacts", None)
+    if save_artifacts is not None:
+        save_artifacts(path)
     store.atomic_write_json(path / store.RESULT_FILE, result)
     ckpt_path.unlink(missing_ok=True)
     if pools:

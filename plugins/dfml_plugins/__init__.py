@@ -40,6 +40,24 @@ def register_architectures(register: Any) -> None:
 def register_meta_learners(register: Any) -> None:
     register("maml", "dfml_plugins.meta_learners.maml:MAML", params=P.MamlParams,
              help="MAML with cross-entropy; second order unless first_order=true")
+    register("kd", "dfml_plugins.meta_learners.kd:BilevelKD", params=P.KDParams,
+             help="bi-level KD: inner KD on the support set (API outputs cached), outer KD on the query set")
+
+
+@hookimpl
+def register_recoverers(register: Any) -> None:
+    register("generator", "dfml_plugins.recoverers.generator:GeneratorRecoverer", params=P.GeneratorRecovererParams,
+             help="generator inversion with per-sample augmentation, keeps the lowest true-loss batch")
+    register("noise", "dfml_plugins.recoverers.generator:NoiseRecoverer", params=P.NoiseRecovererParams,
+             help="uniform noise labelled by the API (a floor)")
+
+
+@hookimpl
+def register_replay_strategies(register: Any) -> None:
+    register("task_memory", "dfml_plugins.replay.task_memory:TaskMemory", params=P.TaskMemoryParams,
+             help="per-class ring buffer of recovered uint8 images in memory; tasks mix APIs and datasets")
+    register("none", "dfml_plugins.replay.task_memory:NoReplay", params=P.NoReplayParams,
+             help="no replay: every meta-iteration queries APIs")
 
 
 @hookimpl
@@ -50,6 +68,15 @@ def register_methods(register: Any) -> None:
     register("maml_oracle", "dfml_plugins.methods.maml_oracle:MamlOracle", params=None,
              help="MAML on the REAL meta-train images: an upper bound, NOT data-free",
              access="real_data", data_free=False, uses=("architecture", "meta_learner"))
+    bidf = "dfml_plugins.methods.bidf_mkd:BidfMkd"
+    for name, params, access, text in (
+            ("bidf_mkd", P.BidfMkdParams, "black", "BiDf-MKD: zero-order inversion, bi-level KD, boundary queries, replay"),
+            ("bidf_mkd_fo", P.BidfMkdFOParams, "black", "BiDf-MKD with first-order inner loops"),
+            ("bidf_mkd_wb", P.BidfMkdWBParams, "white", "BiDf-MKD with true gradients (white-box DFML reference)"),
+            ("bidf_mkd_no_boundary", P.BidfMkdNoBoundaryParams, "black", "ablation: no boundary query-set term"),
+            ("bidf_mkd_no_replay", P.BidfMkdNoReplayParams, "black", "ablation: no task-memory replay"),
+            ("bidf_mkd_central", P.BidfMkdCentralParams, "black", "ablation: antithetic (central) estimator")):
+        register(name, bidf, params=params, help=text, access=access, data_free=True, uses=("architecture",))
     register("average", "dfml_plugins.methods.average:AverageAPIs", params=None,
              help="parameter mean of all APIs (white-box; one architecture only, so SS)",
              access="white", data_free=True, uses=("architecture",))

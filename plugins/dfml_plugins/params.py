@@ -110,3 +110,78 @@ class ZOParams:
 @dataclass
 class WhiteBoxEstimatorParams:
     pass
+
+
+@dataclass
+class GeneratorRecovererParams:
+    iterations: int = param(200, "generator optimisation steps per recovered set (PROTOCOL.md section 5)")
+    lr: float = param(1e-3, "Adam learning rate of the generator and latents (betas 0.5, 0.999)")
+    z_dim: int = param(256, "latent size")
+    pad: int = param(4, "random-crop padding of the per-sample augmentation, px")
+    flip: bool = param(True, "random horizontal flips in the augmentation")
+    boundary_weight: float = param(1.0, "weight of the boundary term when a student is given (section 7)")
+
+
+@dataclass
+class NoiseRecovererParams:
+    pass
+
+
+@dataclass
+class KDParams:
+    inner_steps: int = param(10, "SGD steps of KD on the recovered support set (PROTOCOL.md section 8)")
+    inner_lr: float = param(0.01, "inner-loop step size")
+    first_order: bool = param(False, "drop second-order terms of the inner loop")
+    temperature: float = param(1.0, "softmax temperature of both teacher and student")
+
+
+@dataclass
+class TaskMemoryParams:
+    capacity_per_class: int = param(600, "images kept per global class (a ring: 20 batches of 30 in the paper)")
+
+
+@dataclass
+class NoReplayParams:
+    pass
+
+
+@dataclass
+class BidfMkdParams:
+    estimator: str = param("zo_forward", "gradient estimator of the API inversion", component="estimator")
+    recoverer: str = param("generator", "data recoverer that inverts an API", component="recoverer")
+    api_learner: str = param("kd", "meta-learner of API tasks (bi-level KD)", component="meta_learner")
+    replay_learner: str = param("maml", "meta-learner of replay tasks (MAML, cross-entropy)", component="meta_learner")
+    replay: str = param("task_memory", "replay strategy: task_memory or none", component="replay")
+    per_class: int = param(30, "images recovered per class, for the support set and again for the query set")
+    boundary: bool = param(True, "boundary query-set recovery against the adapted meta model (section 7)")
+    boundary_start: int = param(4000, "meta-iteration from which the boundary term is on")
+    schedule: str = param("patience", "when to query an API again: patience or interval",
+                          choices=("patience", "interval"))
+    patience: int = param(200, "patience: meta-iterations without a new best train accuracy before an API task")
+    interval: int = param(10, "interval: an API meta-iteration every this many meta-iterations")
+    first_order: bool = param(False, "first-order inner loops for both API and replay tasks")
+
+
+@dataclass
+class BidfMkdFOParams(BidfMkdParams):
+    first_order: bool = param(True, "first-order inner loops for both API and replay tasks")
+
+
+@dataclass
+class BidfMkdWBParams(BidfMkdParams):
+    estimator: str = param("white_box", "gradient estimator of the API inversion", component="estimator")
+
+
+@dataclass
+class BidfMkdNoBoundaryParams(BidfMkdParams):
+    boundary: bool = param(False, "boundary query-set recovery against the adapted meta model (section 7)")
+
+
+@dataclass
+class BidfMkdNoReplayParams(BidfMkdParams):
+    replay: str = param("none", "replay strategy: task_memory or none", component="replay")
+
+
+@dataclass
+class BidfMkdCentralParams(BidfMkdParams):
+    estimator: str = param("zo_central", "gradient estimator of the API inversion", component="estimator")

@@ -1,0 +1,161 @@
+"""BiDf-MKD (Hu et al., ICML 2023): black-box data-free meta-learning from a pool of APIs.
+
+One meta-iteration is either a batch of API tasks or a batch of replay tasks:
+
+* API task: draw an API (uniformly, with replacement), recover a support set by inverting it
+  with the configured estimator and recoverer, query the API ONCE for its outputs on it, adapt
+  the meta model by KD on it (inner level), recover a query set (with the boundary term against
+  the adapted model once `boundary_start` is reached), and take KD on the query set as the
+  outer loss. Both sets enter the replay memory under the API's global class ids.
+* replay task: a task drawn from the memory, trained with MAML on the recovery labels.
+
+The schedule (PROTOCOL.md section 8): the first meta-iteration is an API one; then replay until
+the meta-batch's mean train accuracy has not set a new maximum for `patience` meta-iterations,
+then one API meta-iteration (counter and maximum reset). `schedule=interval` is the fixed
+alternative. Task losses are averaged over the meta-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+from dfml_bench.data import Task
+from dfml_bench.errors import ConfigError
+from dfml_bench.interfaces import Method, MethodContext
+from dfml_bench.seeding import derive_seed
+from dfml_plugins.meta_learners.kd import kd_loss
+from dfml_plugins.params import BidfMkdParams
+from dfml_plugins.recoverers.api_loss import api_probs
+
+
+class BidfMkd(Method):
+    def __init__(self, params: BidfMkdParams, context: MethodContext):
+        super().__init__(params, context)
+        self.apis = context.apis()
+        if len({len(self.apis.info(i).classes) for i in range(len(self.apis))} | {context.ways}) != 1:
+            raise ConfigError(f"BiDf-MKD distils K-way APIs into {context.ways}-way tasks; set "
+                              f"scenario.classes_per_api={context.ways}.")
+        fo = {"first_order": True} if params.first_order else {}
+        self.estimator = context.component("estimator", params.estimator)
+        if self.estimator.needs_white_box and not self.apis.white_box:
+            raise ConfigError(f"estimator '{params.estimator}' needs white-box APIs; register the method "
+                              "with access='white' or use a zero-order estimator.")
+        self.recoverer = context.component("recoverer", params.recoverer)
+        self.api_learner = context.component("meta_learner", params.api_learner, **fo)
+        self.replay_learner = context.component("meta_learner", params.replay_learner, **fo)
+        self.memory = context.component("replay", params.replay)
+        self.optimizer = torch.optim.Adam(context.model.parameters(), lr=context.train.meta_lr)
+        self.domain_of = {d.name: i for i, d in enumerate(context.scenario.datasets)}
+        self.generator = torch.Generator(device=context.device)
+        self.generator.manual_seed(derive_seed("bidf_mkd", context.seed))
+        self.cpu_generator = torch.Generator().manual_seed(derive_seed("bidf_mkd-replay", context.seed))
+        self.best_acc, self.since_best, self.api_next = float("-inf"), 0, True
+        self.last_images: torch.Tensor | None = None
+
+    # -- schedule ---------------------------------------------------------------------------
+    def _is_api_iteration(self, iteration: int) -> bool:
+        if not self.memory.can_sample(self.context.ways):
+            return True
+        if self.params.schedule == "interval":
+            return iteration % max(self.params.interval, 1) == 0
+        return self.api_next
+
+    def _update_schedule(self, was_api: bool, train_acc: float) -> None:
+        if was_api:
+            self.best_acc, self.since_best, self.api_next = float("-inf"), 0, False
+            return
+        if train_acc > self.best_acc:
+            self.best_acc, self.since_best = train_acc, 0
+        else:
+            self.since_best += 1
+        self.api_next = self.since_best >= self.params.patience
+
+    # -- tasks ------------------------------------------------------------------------------
+    def _api_task(self, iteration: int, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        ctx, p = self.context, self.params
+        index = self.apis.sample(self.cpu_generator)
+        info, api = self.apis.info(index), self.apis.get(index)
+        domain = self.domain_of[info.dataset]
+        norm = ctx.normalizers[domain]
+        model = ctx.model
+        support = self.recoverer.recover(api, self.estimator, p.per_class, info.input_size, self.generator)
+        support_t = api_probs(support.scores, ctx.ways)  # queried once, cached for all inner steps
+        sx = norm.from_unit(support.images)
+        fast = self.api_learner.adapt(model, params, sx, support_t, create_graph=not p.first_order)
+        student = None
+        if p.boundary and iteration >= p.boundary_start:
+            frozen = {k: v.detach() for k, v in fast.items()}
+
+            def student(x: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return functional_call(model, frozen, (norm.from_unit(x),))
+
+        query = self.recoverer.recover(api, self.estimator, p.per_class, info.input_size, self.generator, student)
+        query_t = api_probs(query.scores, ctx.ways)
+        logits = functional_call(model, fast, (norm.from_unit(query.images),))
+        loss = kd_loss(logits, query_t)
+        classes = torch.tensor(info.classes)
+        self.memory.add(support.images, classes[support.labels.cpu()], domain)
+        self.memory.add(query.images, classes[query.labels.cpu()], domain)
+        self.last_images = support.images.detach().cpu()
+        acc = 100.0 * (logits.argmax(1) == query_t.argmax(1)).float().mean().item()
+        return loss, {"train_acc": acc, "recovery_loss": (support.loss + query.loss) / 2,
+                      "agreement": (support.agreement + query.agreement) / 2}
+
+    def _replay_task(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        ctx = self.context
+        draw = self.memory.sample(ctx.ways, ctx.shots, ctx.queries, self.cpu_generator)
+        size = max(x.shape[-1] for x in draw.support)
+        xs = torch.cat([ctx.normalizers[d](x) if x.shape[-1] == size else ctx.normalizers[d].from_unit(
+            x.to(ctx.device).float() / 255, size) for x, d in zip(draw.support, draw.domains)])
+        xq = torch.cat([ctx.normalizers[d](x) if x.shape[-1] == size else ctx.normalizers[d].from_unit(
+            x.to(ctx.device).float() / 255, size) for x, d in zip(draw.query, draw.domains)])
+        ys = torch.arange(ctx.ways, device=ctx.device).repeat_interleave(ctx.shots)
+        yq = torch.arange(ctx.ways, device=ctx.device).repeat_interleave(ctx.queries)
+        outcome = self.replay_learner.task_outcome(ctx.model, params, Task(xs, ys, xq, yq))
+        return outcome.loss, {"train_acc": outcome.accuracy}
+
+    # -- one meta-iteration --------------------------------------------------------------------
+    def train_step(self, iteration: int) -> Mapping[str, float]:
+        ctx = self.context
+        ctx.model.train()
+        params = dict(ctx.model.named_parameters())
+        was_api = self._is_api_iteration(iteration)
+        losses, stats = [], []
+        for _ in range(ctx.train.meta_batch_size):
+            loss, st = self._api_task(iteration, params) if was_api else self._replay_task(params)
+            losses.append(loss)
+            stats.append(st)
+        loss = torch.stack(losses).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        out = {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
+        self._update_schedule(was_api, out["train_acc"])
+        out.update(loss=loss.item(), api_task=float(was_api), queries=float(self.apis.queries_used))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "memory": self.memory.state_dict(),
+                "schedule": [self.best_acc, self.since_best, self.api_next],
+                "generator": self.generator.get_state(), "cpu_generator": self.cpu_generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.memory.load_state_dict(state["memory"])
+        self.best_acc, self.since_best, self.api_next = state["schedule"]
+        self.generator.set_state(state["generator"])
+        self.cpu_generator.set_state(state["cpu_generator"])
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """A PNG grid of the last recovered support set."""
+        if self.last_images is not None:
+            from dfml_bench.images import save_grid
+
+            save_grid(self.last_images, run_dir / "recovered.png", nrow=self.params.per_class)
+
