@@ -202,7 +202,9 @@ def list_(ctx: click.Context, kind: str | None) -> None:
     console = Console()
     for k in [kind] if kind else KINDS:
         table = Table(title=f"{k.replace('_', ' ')}s", title_justify="left", show_lines=False)
-        for col in ("name", "plugin", "description", "parameters (default): help"):
+        table.add_column("name", no_wrap=True)
+        table.add_column("plugin", no_wrap=True)
+        for col in ("description", "parameters (default): help"):
             table.add_column(col, overflow="fold")
         for comp in registry.components(k):
             desc = escape(comp.help)
