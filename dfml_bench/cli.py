@@ -293,7 +293,8 @@ def pool_ls(pool_dir: str | None) -> None:
 
     root = Path(pool_dir) if pool_dir else default_pool_dir()
     table = Table(title=f"API pools in {root}")
-    for col in ("pool", "datasets", "architectures", "APIs", "mean held-out acc"):
+    table.add_column("pool", no_wrap=True)
+    for col in ("datasets", "architectures", "APIs", "mean held-out acc"):
         table.add_column(col)
     for manifest_path in sorted(root.glob(f"*/{MANIFEST}")):
         m = json.loads(manifest_path.read_text())

@@ -23,11 +23,12 @@ class AverageAPIs(Method):
 
     def __init__(self, params: Any, context: MethodContext):
         super().__init__(params, context)
-        apis = context.apis()
-        archs = {apis.info(i).architecture for i in range(len(apis))}
-        if len(archs) > 1:
+        spec = context.scenario.pool_spec
+        archs = {a.split("[")[0] for a in spec.architectures} if spec is not None else set()
+        if len(archs) > 1:  # refuse before any pool is built
             raise ConfigError(f"method 'average' needs APIs of one architecture, but scenario "
                               f"'{context.scenario.name}' mixes {sorted(archs)}; use it on SS.")
+        apis = context.apis()
         target = context.model.state_dict()
         total: dict[str, torch.Tensor] = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in target.items()}
         for i in range(len(apis)):

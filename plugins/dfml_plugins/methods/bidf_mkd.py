@@ -110,15 +110,19 @@ class BidfMkd(Method):
     def _replay_task(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         ctx = self.context
         draw = self.memory.sample(ctx.ways, ctx.shots, ctx.queries, self.cpu_generator)
-        size = max(x.shape[-1] for x in draw.support)
-        xs = torch.cat([ctx.normalizers[d](x) if x.shape[-1] == size else ctx.normalizers[d].from_unit(
-            x.to(ctx.device).float() / 255, size) for x, d in zip(draw.support, draw.domains)])
-        xq = torch.cat([ctx.normalizers[d](x) if x.shape[-1] == size else ctx.normalizers[d].from_unit(
-            x.to(ctx.device).float() / 255, size) for x, d in zip(draw.query, draw.domains)])
+        size = max(x.shape[-1] for x in draw.support)  # MH mixes resolutions: one size per task
+        xs = self._inputs(draw.support, draw.domains, size)
+        xq = self._inputs(draw.query, draw.domains, size)
         ys = torch.arange(ctx.ways, device=ctx.device).repeat_interleave(ctx.shots)
         yq = torch.arange(ctx.ways, device=ctx.device).repeat_interleave(ctx.queries)
         outcome = self.replay_learner.task_outcome(ctx.model, params, Task(xs, ys, xq, yq))
         return outcome.loss, {"train_acc": outcome.accuracy}
+
+    def _inputs(self, per_class: list[torch.Tensor], domains: list[int], size: int) -> torch.Tensor:
+        """Stored uint8 images -> model inputs, each normalised as its own dataset, at one size."""
+        norms = self.context.normalizers
+        return torch.cat([norms[d].from_unit(x.to(self.context.device).float().div_(255), size)
+                          for x, d in zip(per_class, domains)])
 
     # -- one meta-iteration --------------------------------------------------------------------
     def train_step(self, iteration: int) -> Mapping[str, float]:
