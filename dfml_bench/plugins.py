@@ -151,8 +151,7 @@ def strict_from_env() -> bool:
 
 def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
     """Hook implementations of `plugin` that match no hookspec (misspelled hooks)."""
-    specs = {name for name in dir(hookspecs) if hasattr(getattr(pm.hook, name, None), "spec")
-             and getattr(pm.hook, name).spec is not None}
+    specs = {name for name in dir(hookspecs) if pm.parse_hookspec_opts(hookspecs, name) is not None}
     bad = []
     for attr in dir(plugin):
         opts = pm.parse_hookimpl_opts(plugin, attr)

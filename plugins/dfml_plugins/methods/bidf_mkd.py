@@ -84,7 +84,7 @@ class BidfMkd(Method):
         norm = ctx.normalizers[domain]
         model = ctx.model
         support = self.recoverer.recover(api, self.estimator, p.per_class, info.input_size, self.generator)
-        support_t = api_probs(support.scores, ctx.ways)  # queried once, cached for all inner steps
+        support_t = api_probs(support.scores, ctx.ways, api.output)  # queried once, cached for all inner steps
         sx = norm.from_unit(support.images)
         fast = self.api_learner.adapt(model, params, sx, support_t, create_graph=not p.first_order)
         student = None
@@ -96,7 +96,7 @@ class BidfMkd(Method):
                     return functional_call(model, frozen, (norm.from_unit(x),))
 
         query = self.recoverer.recover(api, self.estimator, p.per_class, info.input_size, self.generator, student)
-        query_t = api_probs(query.scores, ctx.ways)
+        query_t = api_probs(query.scores, ctx.ways, api.output)
         logits = functional_call(model, fast, (norm.from_unit(query.images),))
         loss = kd_loss(logits, query_t)
         classes = torch.tensor(info.classes)

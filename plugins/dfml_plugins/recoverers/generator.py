@@ -91,9 +91,10 @@ class GeneratorRecoverer(DataRecoverer):
         z = torch.randn(n, self.p.z_dim, device=device, generator=generator).requires_grad_(True)
         opt = torch.optim.Adam(list(g_net.parameters()) + [z], lr=self.p.lr, betas=(0.5, 0.999))
         weight = self.p.boundary_weight
+        output = api.output  # type: ignore[attr-defined]
 
         def loss_fn(inputs: torch.Tensor, scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-            logp = api_log_probs(scores, k)
+            logp = api_log_probs(scores, k, output)
             loss = F.nll_loss(logp, targets[index], reduction="none")
             if student is not None and weight > 0 and scores.dim() == 2:
                 s = student(inputs)
