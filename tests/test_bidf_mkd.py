@@ -101,3 +101,16 @@ def test_augmentation_is_drawn_per_sample() -> None:
     distinct = {tuple(o.flatten()[:40].tolist()) for o in out}
     assert len(distinct) > 10  # one augmentation per batch would give a single distinct image
     assert out.shape == x.shape
+
+
+def test_generator_width_defaults_to_the_protocol_and_scales_the_hidden_layers() -> None:
+    from dfml_plugins.params import GeneratorRecovererParams
+    from dfml_plugins.recoverers.generator import Generator
+
+    assert GeneratorRecovererParams().width == 128  # PROTOCOL.md section 5
+    wide, narrow = Generator(16, 32, 128), Generator(16, 32, 32)
+    z = torch.randn(4, 16)
+    assert wide(z).shape == narrow(z).shape == (4, 3, 32, 32)
+    assert [m.out_channels for m in narrow.modules() if isinstance(m, nn.Conv2d)] == [32, 16, 3]
+    n_wide = sum(p.numel() for p in wide.parameters())
+    assert sum(p.numel() for p in narrow.parameters()) < n_wide / 4

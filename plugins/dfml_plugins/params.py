@@ -117,6 +117,7 @@ class GeneratorRecovererParams:
     iterations: int = param(200, "generator optimisation steps per recovered set (PROTOCOL.md section 5)")
     lr: float = param(1e-3, "Adam learning rate of the generator and latents (betas 0.5, 0.999)")
     z_dim: int = param(256, "latent size")
+    width: int = param(128, "generator channels (PROTOCOL.md: 128); its cost grows with width^2")
     pad: int = param(4, "random-crop padding of the per-sample augmentation, px")
     flip: bool = param(True, "random horizontal flips in the augmentation")
     boundary_weight: float = param(1.0, "weight of the boundary term when a student is given (section 7)")

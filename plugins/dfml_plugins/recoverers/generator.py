@@ -25,21 +25,25 @@ from dfml_plugins.recoverers.api_loss import api_log_probs
 
 
 class Generator(nn.Module):
-    """z -> linear -> 128 x s/4 x s/4 -> BN -> up -> conv -> BN -> LReLU -> up -> conv -> BN -> LReLU -> conv -> sigmoid."""
+    """z -> linear -> w x s/4 x s/4 -> BN -> up -> conv -> BN -> LReLU -> up -> conv -> BN -> LReLU -> conv -> sigmoid.
 
-    def __init__(self, z_dim: int, size: int):
+    PROTOCOL.md section 5 has w = 128 (the last hidden layer has w / 2 channels).
+    """
+
+    def __init__(self, z_dim: int, size: int, width: int = 128):
         super().__init__()
         self.init_size = max(1, size // 4)
-        self.size = size
-        self.fc = nn.Linear(z_dim, 128 * self.init_size ** 2)
-        self.bn0 = nn.BatchNorm2d(128)
+        self.size, self.width = size, width
+        half = max(1, width // 2)
+        self.fc = nn.Linear(z_dim, width * self.init_size ** 2)
+        self.bn0 = nn.BatchNorm2d(width)
         self.body = nn.Sequential(
-            nn.Upsample(scale_factor=2), nn.Conv2d(128, 128, 3, 1, 1), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),
-            nn.Upsample(scale_factor=2), nn.Conv2d(128, 64, 3, 1, 1), nn.BatchNorm2d(64), nn.LeakyReLU(0.2),
-            nn.Conv2d(64, 3, 3, 1, 1), nn.Sigmoid())
+            nn.Upsample(scale_factor=2), nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
+            nn.Upsample(scale_factor=2), nn.Conv2d(width, half, 3, 1, 1), nn.BatchNorm2d(half), nn.LeakyReLU(0.2),
+            nn.Conv2d(half, 3, 3, 1, 1), nn.Sigmoid())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.bn0(self.fc(z).view(z.shape[0], 128, self.init_size, self.init_size))
+        h = self.bn0(self.fc(z).view(z.shape[0], self.width, self.init_size, self.init_size))
         x = self.body(h)
         if x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
@@ -86,7 +90,7 @@ class GeneratorRecoverer(DataRecoverer):
         k = api.num_classes  # type: ignore[attr-defined]
         n = k * per_class
         targets = torch.arange(k, device=device).repeat_interleave(per_class)
-        g_net = Generator(self.p.z_dim, image_size).to(device)
+        g_net = Generator(self.p.z_dim, image_size, self.p.width).to(device)
         g_net.reset(generator)
         z = torch.randn(n, self.p.z_dim, device=device, generator=generator).requires_grad_(True)
         opt = torch.optim.Adam(list(g_net.parameters()) + [z], lr=self.p.lr, betas=(0.5, 0.999))
