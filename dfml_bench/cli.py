@@ -52,7 +52,9 @@ class Cli(click.Group):
                 msg = str(exc)
             else:
                 msg = f"unexpected {type(exc).__name__}: {exc} (re-run with --debug for the traceback)"
-            _stderr().print(f"[red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            from rich.markup import escape
+
+            _stderr().print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
 
@@ -93,7 +95,10 @@ def _ints(values: tuple[str, ...], what: str) -> list[int] | None:
 @click.option("--device", help="auto | cpu | cuda | cuda:N  [default: auto]")
 @click.option("--budget", type=float, help="API query budget per run, in images (e.g. 2e6).")
 @click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
-@click.option("--launcher", help="Where runs execute.  [default: local]")
+@click.option("--launcher", help="Where runs execute: local | ray | slurm.  [default: local]")
+@click.option("--workers", type=int, help="local launcher: runs at once, each in its own process.  [default: 1]")
+@click.option("--ray-address", help="ray launcher: the cluster to join (e.g. auto, ray://head:10001).  "
+                                    "[default: a local Ray instance]")
 @click.option("--results", "results", type=click.Path(file_okay=False), default=DEFAULT_RESULTS, show_default=True,
               help="Directory for run directories.")
 @click.option("--data-root", type=click.Path(file_okay=False), help="Directory of prepared real datasets.")
@@ -102,12 +107,15 @@ def _ints(values: tuple[str, ...], what: str) -> list[int] | None:
 @click.pass_context
 def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], shots: tuple[str, ...],
         seeds: tuple[str, ...], profile: str, config_file: str | None, sets: tuple[str, ...], device: str | None,
-        budget: float | None, pool_dir: str | None, launcher: str | None, results: str, data_root: str | None, cache_dir: str | None,
+        budget: float | None, pool_dir: str | None, launcher: str | None, workers: int | None,
+        ray_address: str | None, results: str, data_root: str | None, cache_dir: str | None,
         progress: bool | None) -> None:
     """Run methods x scenarios x shots x seeds and store one result per run.
 
-    Finished runs (same resolved config) are not run again.
+    Finished runs (same resolved config) are skipped before anything is dispatched; failed
+    runs are recorded (error.json), do not stop the others, and are retried by a re-run.
     """
+    from dfml_bench import launch, store
     from dfml_bench.config import build_raw_config, component_params, resolve_runs, top_level
 
     registry = _registry(ctx)
@@ -119,31 +127,80 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
         "data_root": data_root, "cache_dir": cache_dir, "launcher": launcher, "budget": budget,
         "pool_dir": pool_dir,
     }
-    raw = build_raw_config(profile, config_file, sets, flags)
+    raw = _launcher_flags(build_raw_config(profile, config_file, sets, flags), workers, ray_address)
     runs = resolve_runs(raw, registry)
     top = top_level(raw)
     l_name, l_params = component_params(raw, "launcher", registry)
+    chosen = registry.build("launcher", l_name, l_params)  # fails now if its package is missing
 
     from dfml_bench.progress import Reporter
-    from dfml_bench.runner import execute_run, run_path
 
     env = _environment(top, Path(results), Reporter(progress))
+    if not getattr(chosen, "remote", False):  # a device this machine lacks would fail every run
+        from dfml_bench.runner import resolve_device
+
+        resolve_device(env.device)
     console = _stderr()
-    console.print(f"{len(runs)} run(s), profile '{top.profile}', results in {results}/", highlight=False)
-
-    def execute(resolved: dict[str, Any]) -> dict[str, Any]:
-        label = f"{resolved['method']['name']} / {resolved['scenario']['name']} / {resolved['shots']}-shot / seed {resolved['seed']}"
-        result = execute_run(resolved, registry, env)
-        state = "already done" if result.get("skipped") else f"{result['wall_time_s']:.0f}s"
-        console.print(f"  {label}: {result['accuracy']:.2f} ± {result['ci95']:.2f}  ({state}) "
-                      f"-> {run_path(env, resolved)}", highlight=False)
-        return result
-
-    finished = registry.build("launcher", l_name, l_params).run_all(runs, execute)
+    jobs = launch.make_jobs(runs, env, progress)
+    finished: list[dict[str, Any]] = []
+    pending: list[launch.Job] = []
+    for job in jobs:
+        done = store.read_result(job.run_dir)
+        if done is None:
+            pending.append(job)
+            earlier = store.read_failure(job.run_dir)
+            if earlier is not None:
+                console.print(f"  {job.label}: retrying (it failed earlier: {earlier['error']})", highlight=False,
+                              soft_wrap=True, markup=False)
+            continue
+        finished.append(done)
+        console.print(f"  {job.label}: {done['accuracy']:.2f} ± {done['ci95']:.2f}  (already done) -> {job.run_dir}",
+                      highlight=False, soft_wrap=True, markup=False)
+    console.print(f"{len(jobs)} run(s), {len(pending)} to run with launcher '{l_name}' ({len(finished)} finished "
+                  f"earlier); profile '{top.profile}', results in {results}/", highlight=False)
+    values = chosen.run_all(pending, launch.RunJob(registry, (ctx.obj or {}).get("strict"))) if pending else []
+    if len(values) != len(pending):
+        raise DfmlError(f"launcher '{l_name}' returned {len(values)} results for {len(pending)} runs; "
+                        "fix the launcher plugin.")
+    outcomes = [launch.as_outcome(job, value, registry) for job, value in zip(pending, values)]
+    finished += [o.result for o in outcomes if o.result is not None]
+    failed = [(job, o) for job, o in zip(pending, outcomes) if o.status == "failed"]
     from dfml_bench import report
 
-    if finished:
-        console.print(report.to_rich(report.aggregate(finished)))
+    if finished or failed:
+        failures = [store.read_failure(Path(o.run_dir)) for _, o in failed]
+        console.print(report.to_rich(report.aggregate(finished, [f for f in failures if f])))
+    if failed:
+        from rich.markup import escape
+
+        for job, o in failed:
+            console.print(f"  [red]failed[/] {escape(job.label)}: {escape(o.error or '')} -> "
+                          f"{Path(o.run_dir) / store.ERROR_FILE}",
+                          highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {len(failed)} of {len(jobs)} run(s) failed (errors above and in each "
+                      "run's error.json); fix the cause and re-run the same command to retry them.",
+                      highlight=False, soft_wrap=True)
+        ctx.exit(1)
+
+
+def _launcher_flags(raw: dict[str, Any], workers: int | None, ray_address: str | None) -> dict[str, Any]:
+    """Apply --workers / --ray-address to the selected launcher's parameters."""
+    from dfml_bench.errors import ConfigError
+
+    section = raw.get("launcher")
+    section = dict(section) if isinstance(section, dict) else {"name": section or "local"}
+    section.setdefault("name", "local")
+    name = section["name"]
+    for flag, value, owner, key in (("--workers", workers, "local", "workers"),
+                                    ("--ray-address", ray_address, "ray", "address")):
+        if value is None:
+            continue
+        if name != owner:
+            raise ConfigError(f"{flag} applies to the {owner} launcher, but launcher '{name}' is selected; "
+                              f"add --launcher {owner} or drop {flag}.")
+        section[owner] = {**(section.get(owner) or {}), key: value}
+    raw["launcher"] = section
+    return raw
 
 
 def _environment(top: Any, results: Path, reporter: Any) -> Any:
@@ -161,15 +218,15 @@ def _environment(top: Any, results: Path, reporter: Any) -> Any:
 @click.option("--format", "fmt", type=click.Choice(["rich", "md", "csv", "latex"]), default="rich", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the table to this file.")
 def compare(results: str, fmt: str, output: str | None) -> None:
-    """Summarise finished runs: mean ± 95% CI per method x scenario x shot."""
+    """Summarise finished runs: mean ± 95% CI per method x scenario x shot; failed runs show as FAILED."""
     from dfml_bench import report, store
 
     root = Path(results)
     if not root.exists():
         raise DfmlError(f"results directory '{root}' does not exist; run `dfml-bench run` first or pass the right path.")
-    rows = report.aggregate(store.iter_results(root))
+    rows = report.aggregate(store.iter_results(root), store.iter_failures(root))
     if not rows:
-        raise DfmlError(f"no finished runs under '{root}'; run `dfml-bench run` first.")
+        raise DfmlError(f"no finished or failed runs under '{root}'; run `dfml-bench run` first.")
     if fmt == "rich" and output is None:
         from rich.console import Console
 
@@ -237,7 +294,14 @@ def show(run_dir: str) -> None:
     console = Console()
     console.print(Syntax((path / store.CONFIG_FILE).read_text(), "yaml"))
     result = store.read_result(path)
-    if result is None:
+    failure = store.read_failure(path) if result is None else None
+    if failure is not None:
+        from rich.markup import escape
+
+        console.print(f"[red]failed[/] ({failure.get('failed_at', '?')}): {escape(failure['error'])}",
+                      highlight=False)
+        console.print("re-run its command to retry it; `cat error.json` in the run directory for the traceback.")
+    elif result is None:
         console.print("[yellow]not finished[/]: re-run its command to resume it.")
     else:
         console.print(Syntax(json.dumps(result, indent=2), "json"))

@@ -310,8 +310,17 @@ class RunLogger(abc.ABC):
 
 
 class Launcher(abc.ABC):
-    """Decides where runs execute. `run_all` calls `execute(job)` for each job somewhere."""
+    """Decides where runs execute. `run_all` calls `execute(job)` for each job somewhere.
+
+    Jobs (`dfml_bench.launch.Job`) and `execute` pickle, so they may cross to other processes
+    or machines; `execute` records a failed run itself and does not raise for it.
+    """
+
+    #: True when jobs may run on other machines: settings are then not checked on this one
+    #: (e.g. ``--device cuda`` from a login node without a GPU).
+    remote: bool = False
 
     @abc.abstractmethod
     def run_all(self, jobs: Iterable[Any], execute: Callable[[Any], Any]) -> list[Any]:
-        """Execute every job; return their results in order."""
+        """Execute every job; return what `execute` returned, in order, or the exception that
+        lost a job (a dead worker, a cancelled cluster job) in its place."""

@@ -4,6 +4,8 @@ Across seeds the cell is the mean of the per-seed accuracies; its CI is the per-
 episode CI for a single seed, and 1.96 * sample std / sqrt(n) across seeds otherwise.
 The best data-free cell of each column is marked; non-data-free rows (oracles) carry a
 marker and are never marked best, so nobody mistakes an upper bound for a result.
+Failed runs (``error.json``, see `store.iter_failures`) are counted per cell: a cell whose
+runs all failed reads FAILED, not blank, and a partly failed cell says how many failed.
 """
 
 from __future__ import annotations
@@ -16,27 +18,40 @@ from dfml_bench.evaluation import mean_ci95
 ACCESS_MARK = {"real_data": " (oracle: real data)", "white": " (white-box)", "black": "", "none": ""}
 
 
-def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (method, scenario, shots) with mean, CI, seeds, queries and wall time."""
+def aggregate(results: Iterable[Mapping[str, Any]],
+              failures: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """One row per (method, scenario, shots) with mean, CI, seeds, queries, wall time and the
+    number of failed runs; a cell with only failed runs has ``accuracy`` None."""
     groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["method"], r["scenario"], int(r["shots"])), []).append(r)
+    failed: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
+    for f in failures:
+        failed.setdefault((f["method"], f["scenario"], int(f["shots"])), []).append(f)
     rows = []
-    for (method, scenario, shots), runs in sorted(groups.items()):
+    for key in sorted(set(groups) | set(failed)):
+        method, scenario, shots = key
+        runs, lost = groups.get(key, []), failed.get(key, [])
+        if not runs:
+            rows.append({"method": method, "scenario": scenario, "shots": shots, "accuracy": None, "ci95": None,
+                         "seeds": 0, "failed": len(lost), "access": lost[0].get("access", "black"),
+                         "data_free": bool(lost[0].get("data_free", True)), "queries": None, "wall_time_s": None})
+            continue
         accs = [float(r["accuracy"]) for r in runs]
         mean, ci = mean_ci95(accs) if len(accs) > 1 else (accs[0], float(runs[0]["ci95"]))
         rows.append({"method": method, "scenario": scenario, "shots": shots, "accuracy": mean, "ci95": ci,
-                     "seeds": len(runs), "access": runs[0].get("access", "black"),
+                     "seeds": len(runs), "failed": len(lost), "access": runs[0].get("access", "black"),
                      "data_free": bool(runs[0].get("data_free", True)),
                      "queries": sum(int(r.get("queries", 0)) for r in runs) / len(runs),
                      "wall_time_s": sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs)})
     best: dict[tuple[str, int], float] = {}
     for row in rows:
-        if row["data_free"]:
+        if row["data_free"] and row["accuracy"] is not None:
             key = (row["scenario"], row["shots"])
             best[key] = max(best.get(key, float("-inf")), row["accuracy"])
     for row in rows:
-        row["best"] = row["data_free"] and row["accuracy"] == best.get((row["scenario"], row["shots"]))
+        row["best"] = (row["data_free"] and row["accuracy"] is not None
+                       and row["accuracy"] == best.get((row["scenario"], row["shots"])))
     return rows
 
 
@@ -47,8 +62,12 @@ def columns(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
 def _cell(row: Mapping[str, Any] | None, bold: tuple[str, str]) -> str:
     if row is None:
         return "-"
+    lost = int(row.get("failed", 0))
+    if row["accuracy"] is None:
+        return "FAILED" + (f" ({lost} runs)" if lost > 1 else "")
     text = f"{row['accuracy']:.2f} ± {row['ci95']:.2f}"
-    return f"{bold[0]}{text}{bold[1]}" if row["best"] else text
+    text = f"{bold[0]}{text}{bold[1]}" if row["best"] else text
+    return text + (f" ({lost} failed)" if lost else "")
 
 
 def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], list[list[str]]]:
@@ -83,7 +102,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     import io
 
     fields = ["method", "scenario", "shots", "accuracy", "ci95", "seeds", "access", "data_free", "best",
-              "queries", "wall_time_s"]
+              "queries", "wall_time_s", "failed"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

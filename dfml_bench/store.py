@@ -2,7 +2,8 @@
 
 A run directory holds ``config.yaml`` (resolved config), ``metrics.jsonl`` (one record per
 log step), ``checkpoint.pt`` (for resuming) and, once finished, ``result.json`` (the done
-marker). Every whole-file write is atomic: written to a temporary file, then renamed.
+marker). A run that raised holds ``error.json`` instead (the failed marker; removed when a
+re-run succeeds). Every whole-file write is atomic: written to a temporary file, then renamed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 from dfml_bench.errors import DfmlError
 
 RESULT_FILE = "result.json"
+ERROR_FILE = "error.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -84,3 +86,35 @@ def iter_results(results_root: Path) -> Iterator[dict[str, Any]]:
         if result is not None:
             result.setdefault("run_dir", str(path))
             yield result
+
+
+def write_failure(run_path: Path, record: Mapping[str, Any]) -> None:
+    """Mark a run as failed with its error record (atomic; a finished result always wins)."""
+    atomic_write_json(run_path / ERROR_FILE, dict(record))
+
+
+def clear_failure(run_path: Path) -> None:
+    """Drop the failed marker of a run (after a successful retry)."""
+    (run_path / ERROR_FILE).unlink(missing_ok=True)
+
+
+def read_failure(run_path: Path) -> dict[str, Any] | None:
+    """The error record of a failed, unfinished run, or None (finished, running or never started)."""
+    path = run_path / ERROR_FILE
+    if (run_path / RESULT_FILE).exists() or not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DfmlError(f"error file '{path}' is unreadable ({exc}); delete it to forget that failure.") from None
+
+
+def iter_failures(results_root: Path) -> Iterator[dict[str, Any]]:
+    """Every failed (and not since finished) run's error record under a results root."""
+    root = Path(results_root)
+    candidates = [root] if (root / ERROR_FILE).exists() else sorted((root / RUNS_DIR).glob("*"))
+    for path in candidates:
+        record = read_failure(path)
+        if record is not None:
+            record.setdefault("run_dir", str(path))
+            yield record

@@ -104,8 +104,14 @@ def register_estimators(register: Any) -> None:
 
 @hookimpl
 def register_launchers(register: Any) -> None:
-    register("local", "dfml_plugins.launchers.local:LocalLauncher", params=None,
-             help="runs every job in this process, one after another")
+    register("local", "dfml_plugins.launchers.local:LocalLauncher", params=P.LocalLauncherParams,
+             help="this machine: runs one after another, or `workers` processes each pinned to a share of the cores")
+    register("ray", "dfml_plugins.launchers.ray_tasks:RayLauncher", params=P.RayLauncherParams,
+             help="Ray tasks with declared CPUs / GPUs on a cluster (`address`) or a local Ray instance; "
+                  "needs dfml-bench[ray]")
+    register("slurm", "dfml_plugins.launchers.slurm:SlurmLauncher", params=P.SlurmLauncherParams,
+             help="a Slurm job array through submitit (`executor=local`: submitit's LocalExecutor); "
+                  "needs dfml-bench[slurm]")
 
 
 @hookimpl

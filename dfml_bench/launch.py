@@ -1,0 +1,220 @@
+"""What launchers dispatch: picklable run jobs, the worker-side `execute`, and run outcomes.
+
+`dfml-bench run` turns each unfinished run of a grid into a :class:`Job` (plain data) and
+hands the list to a launcher with a :class:`RunJob` as ``execute``. Both pickle, so a
+launcher may call ``execute(job)`` in this process, in worker processes, in Ray tasks or in
+Slurm jobs; a worker loads its own plugin registry. ``execute`` never raises for a failed
+run: it writes the run's ``error.json`` and returns a failed :class:`Outcome`, so one bad run
+never stops a grid. This module imports torch only when a job executes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from dfml_bench import store
+from dfml_bench.errors import ConfigError, DfmlError
+
+_WORKER_REGISTRY: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One run of a grid, as sent to a worker: its resolved config and where to execute it.
+
+    Paths are absolute so a worker with another working directory writes to the same place.
+    """
+
+    index: int
+    config: dict[str, Any]
+    results_root: str
+    device: str = "auto"
+    data_root: str | None = None
+    cache_dir: str | None = None
+    pool_dir: str | None = None
+    loggers: tuple[str, ...] = ()
+    pool_workers: int = 2
+    progress: bool | None = None
+
+    @property
+    def label(self) -> str:
+        """'method / scenario / K-shot / seed S', for messages."""
+        c = self.config
+        return f"{c['method']['name']} / {c['scenario']['name']} / {c['shots']}-shot / seed {c['seed']}"
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's content-hash directory."""
+        from dfml_bench.config import run_id, run_label
+
+        return store.run_dir(Path(self.results_root), run_label(self.config), run_id(self.config))
+
+    def environment(self, progress: bool | None) -> Any:
+        """The runner's Environment for this job (progress bars as asked)."""
+        from dfml_bench.progress import Reporter
+        from dfml_bench.runner import Environment
+
+        return Environment(results_root=Path(self.results_root), device=self.device,
+                           data_root=Path(self.data_root) if self.data_root else None,
+                           cache_dir=Path(self.cache_dir) if self.cache_dir else None, loggers=tuple(self.loggers),
+                           reporter=Reporter(progress), pool_dir=Path(self.pool_dir) if self.pool_dir else None,
+                           workers=self.pool_workers)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What executing a job gave: status ``done`` with the result, or ``failed`` with the error."""
+
+    index: int
+    run_dir: str
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def make_jobs(runs: list[dict[str, Any]], env: Any, progress: bool | None) -> list[Job]:
+    """Jobs for resolved runs, executing in (a picklable copy of) the runner Environment `env`.
+
+    Runs with the same resolved config (e.g. ``--seeds 0,0``) share a run directory: one job.
+    """
+    def absolute(path: Path | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path is not None else None
+
+    jobs: dict[Path, Job] = {}
+    for run in runs:
+        job = Job(index=len(jobs), config=run, results_root=absolute(env.results_root) or "", device=env.device,
+                  data_root=absolute(env.data_root), cache_dir=absolute(env.resolved_cache_dir()),
+                  pool_dir=absolute(env.resolved_pool_dir()), loggers=tuple(env.loggers),
+                  pool_workers=env.workers, progress=progress)
+        jobs.setdefault(job.run_dir, job)
+    return list(jobs.values())
+
+
+class RunJob:
+    """``execute`` for launchers: run one :class:`Job`, record a failure, return an :class:`Outcome`.
+
+    In the launching process it reuses that process's registry and shows progress bars;
+    unpickled in a worker it loads the registry once per process and logs one line per run.
+    """
+
+    def __init__(self, registry: Any = None, strict: bool | None = None):
+        self._registry = registry
+        self.strict = strict
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"strict": self.strict}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.strict = state["strict"]
+        self._registry = None
+
+    def __call__(self, job: Job) -> Outcome:
+        from dfml_bench.progress import Reporter
+
+        console = Reporter(False).console  # the progress bars' console: lines print above them
+
+        def log(line: str) -> None:
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+        in_process = self._registry is not None
+        t0 = time.perf_counter()
+        registry = None
+        try:
+            registry = self._registry if in_process else _worker_registry(self.strict)
+            from dfml_bench.runner import execute_run
+
+            result = execute_run(job.config, registry, job.environment(job.progress if in_process else False))
+        except Exception as exc:  # any run error is recorded; KeyboardInterrupt stops the grid
+            record = failure_record(job, exc, registry, seconds=time.perf_counter() - t0)
+            store.write_failure(job.run_dir, record)
+            log(f"  {job.label}: FAILED ({record['error']}) -> {job.run_dir}")
+            return Outcome(job.index, str(job.run_dir), "failed", error=record["error"])
+        store.clear_failure(job.run_dir)
+        state = "already done" if result.get("skipped") else f"{result['wall_time_s']:.0f}s"
+        log(f"  {job.label}: {result['accuracy']:.2f} ± {result['ci95']:.2f}  ({state}) -> {job.run_dir}")
+        return Outcome(job.index, str(job.run_dir), "done", result=result)
+
+
+def _worker_registry(strict: bool | None) -> Any:
+    global _WORKER_REGISTRY
+    if _WORKER_REGISTRY is None:
+        from dfml_bench.plugins import load_registry
+
+        _WORKER_REGISTRY = load_registry(strict=strict)
+    return _WORKER_REGISTRY
+
+
+def set_threads(threads: int) -> None:
+    """Limit this process's torch to `threads` intra-op threads (no-op for 0)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def run_job(execute: Any, job: Any, threads: int = 0) -> Any:
+    """Worker entry point of launchers: pin torch to `threads` threads, then ``execute(job)``."""
+    set_threads(threads)
+    return execute(job)
+
+
+def cpu_count() -> int:
+    """Cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def failure_record(job: Job, exc: BaseException, registry: Any = None, seconds: float | None = None) -> dict[str, Any]:
+    """The ``error.json`` record of a failed run: what failed, why, and what `compare` needs."""
+    c = job.config
+    error = str(exc) if isinstance(exc, DfmlError) else f"{type(exc).__name__}: {exc}"
+    record: dict[str, Any] = {
+        "status": "failed", "method": c["method"]["name"],
+        "scenario": c["scenario"].get("params", {}).get("label") or c["scenario"]["name"],
+        "shots": c["shots"], "seed": c["seed"], "profile": c.get("profile"), "error": error,
+        "error_type": type(exc).__name__,
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_time_s": seconds,
+    }
+    if registry is not None:
+        try:
+            meta = registry.get("method", c["method"]["name"]).meta
+            access = meta.get("access", "black")
+            record.update(access=access, data_free=bool(meta.get("data_free", access != "real_data")))
+        except DfmlError:
+            pass
+    return record
+
+
+def as_outcome(job: Job, value: Any, registry: Any = None) -> Outcome:
+    """Normalise what a launcher returned for `job`: an Outcome, a result dict, or the exception
+    that lost the job (a dead worker, a failed Slurm job), which is recorded as the run's failure."""
+    if isinstance(value, Outcome):
+        return value
+    if isinstance(value, BaseException):
+        done = store.read_result(job.run_dir)
+        if done is not None:  # it finished before the launcher lost track of it
+            return Outcome(job.index, str(job.run_dir), "done", result=done)
+        record = failure_record(job, value, registry)
+        record["error"] = f"the launcher lost this run: {record['error']}"
+        if not (job.run_dir / store.CONFIG_FILE).exists():
+            store.write_config(job.run_dir / store.CONFIG_FILE, job.config)
+        store.write_failure(job.run_dir, record)
+        return Outcome(job.index, str(job.run_dir), "failed", error=record["error"])
+    if isinstance(value, dict) and "accuracy" in value:
+        return Outcome(job.index, str(job.run_dir), "done", result=value)
+    raise DfmlError(f"the launcher returned {type(value).__name__} for run '{job.label}' instead of what "
+                    "`execute(job)` returned; fix the launcher plugin.")
+
+
+def missing_extra(package: str, extra: str, launcher: str) -> ConfigError:
+    """The error for a launcher whose optional dependency is not installed."""
+    return ConfigError(f"the {launcher} launcher needs the '{package}' package, which is not installed; "
+                       f"pip install 'dfml-bench[{extra}]'.")
