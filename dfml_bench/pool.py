@@ -55,6 +55,7 @@ class TrainRecipe:
     clip_norm: float = 50.0
     optimizer: str = "auto"  # auto: Adam for conv4, SGD (momentum 0.9, wd 5e-4, x0.2 at 30/50/80) otherwise
     milestones: tuple[int, ...] = (30, 50, 80)
+    shift: int = 0  # random translation of up to `shift` px per training image; 0 = none (PROTOCOL.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +99,10 @@ def dataset_fingerprint(dataset: FewShotDataset) -> str:
 
 
 def pool_hash(spec: PoolSpec, datasets: Sequence[FewShotDataset]) -> str:
-    blob = json.dumps({"format": POOL_FORMAT, "spec": dataclasses.asdict(spec),
+    spec_dict = dataclasses.asdict(spec)
+    if not spec.recipe.shift:  # pools built before the option existed keep their hash
+        del spec_dict["recipe"]["shift"]
+    blob = json.dumps({"format": POOL_FORMAT, "spec": spec_dict,
                        "datasets": [dataset_fingerprint(d) for d in datasets]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -186,6 +190,17 @@ def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.
     return (x.float() / 255.0 - mean) / std
 
 
+def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random offset in [-shift, shift] px, zero-filled."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))
+    dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * shift)
+    cols = (dx[:, None] + torch.arange(w)).view(n, 1, 1, w).expand(n, c, h, w)
+    return padded.gather(2, rows).gather(3, cols)
+
+
 def train_api(job: _Job, registry: Any = None) -> tuple[int, float, int]:
     """Train one API on one thread (so weights are bitwise reproducible whatever the worker count)."""
     threads = torch.get_num_threads()
@@ -222,7 +237,10 @@ def _train_api(job: _Job, registry: Any) -> tuple[int, float, int]:
             idx = order[start:start + r.batch_size]
             if len(idx) < 2:
                 continue  # BatchNorm needs more than one image
-            loss = F.cross_entropy(model(_normalise(job.train_x[idx], mean, std)), job.train_y[idx])
+            x = job.train_x[idx]
+            if r.shift:
+                x = random_shift(x, r.shift, g)
+            loss = F.cross_entropy(model(_normalise(x, mean, std)), job.train_y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), r.clip_norm)

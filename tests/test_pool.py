@@ -260,3 +260,27 @@ def test_average_works_on_ss_and_refuses_mixed_pools(registry, tmp_path) -> None
     raw = build_raw_config("smoke", flags={"method": "average", "scenario": "SH"})
     with pytest.raises(ConfigError, match="mixes"):
         execute_run(resolve_runs(raw, registry)[0], registry, env)
+
+
+def test_api_shift_translates_each_image_on_its_own_and_enters_the_pool_hash() -> None:
+    import dataclasses
+
+    from dfml_bench.pool import PoolSpec, TrainRecipe, pool_hash, random_shift
+
+    x = torch.zeros(32, 1, 8, 8, dtype=torch.uint8)
+    x[:, :, 3:5, 3:5] = 255
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    assert (out.flatten(1) == 255).sum(1).le(4).all()  # content moved, never duplicated
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 5  # one offset per image
+    plain = PoolSpec(("conv4",), 2, 5, 0, TrainRecipe())
+    assert "shift" not in json.dumps(dataclasses.asdict(plain)) or pool_hash(plain, []) == pool_hash(plain, [])
+    assert pool_hash(dataclasses.replace(plain, recipe=TrainRecipe(shift=4)), []) != pool_hash(plain, [])
+
+
+def test_negative_api_shift_is_a_config_error(registry, tmp_path) -> None:
+    raw = build_raw_config("smoke", sets=["scenario.SS.api_shift=-1"], flags={})
+    name, params = component_params(raw, "scenario", registry)
+    env = Environment(tmp_path, device="cpu", pool_dir=tmp_path / "pools", workers=1)
+    with pytest.raises(ConfigError, match="api_shift"):
+        build_scenario_by_name(registry, name, params, env, 0)

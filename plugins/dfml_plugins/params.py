@@ -53,6 +53,7 @@ class ScenarioParams:
     api_batch_size: int = param(128, "API training batch size")
     api_lr: float = param(0.01, "API learning rate (Adam for conv4, SGD+momentum otherwise)")
     api_optimizer: str = param("auto", "auto | adam | sgd", choices=("auto", "adam", "sgd"))
+    api_shift: int = param(0, "random translation (px) of API training images; 0 = none, as PROTOCOL.md")
     label: str = param("", "name shown in tables (default: the scenario's own name)")
 
 
@@ -186,3 +187,32 @@ class BidfMkdNoReplayParams(BidfMkdParams):
 @dataclass
 class BidfMkdCentralParams(BidfMkdParams):
     estimator: str = param("zo_central", "gradient estimator of the API inversion", component="estimator")
+
+
+@dataclass
+class LocalLauncherParams:
+    workers: int = param(1, "runs executed at once, each in its own process (1: one after another, in this process)")
+    threads: int = param(0, "torch threads per run (0: an equal share of this machine's cores with workers > 1, "
+                         "torch's default otherwise)")
+
+
+@dataclass
+class RayLauncherParams:
+    address: str | None = param(None, "Ray cluster to join (e.g. auto or ray://head:10001); None starts a local "
+                                "Ray instance for the grid")
+    num_cpus: float = param(1.0, "CPUs each run's task declares (its torch threads: at least 1)")
+    num_gpus: float = param(0.0, "GPUs each run's task declares (e.g. 1, or 0.5 to share one)")
+    local_cpus: int | None = param(None, "CPUs of a local Ray instance (None: all of this machine's)")
+
+
+@dataclass
+class SlurmLauncherParams:
+    executor: str = param("slurm", "slurm: submit a job array with sbatch; local: submitit's LocalExecutor "
+                          "(subprocesses on this machine, for tests)", choices=("slurm", "local"))
+    partition: str = param("", "Slurm partition (empty: the cluster's default)")
+    time: int = param(240, "time limit of each run's job, minutes")
+    gpus: int = param(0, "GPUs per run")
+    cpus: int = param(2, "CPUs per run (its torch threads)")
+    mem_gb: float | None = param(None, "memory per run in GB (None: the cluster's default)")
+    array_parallelism: int = param(32, "most runs of the job array running at once")
+    folder: str = param("", "submitit's job and log folder (empty: RESULTS/slurm)")

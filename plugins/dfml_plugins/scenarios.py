@@ -31,10 +31,12 @@ def _scenario(name: str, params: Any, ctx: ScenarioContext) -> ScenarioData:
         raise ConfigError(f"scenario {name} needs at least one API architecture.")
     for sel in params.architectures:
         ctx.registry.get("architecture", parse_selection(sel)[0])
+    if params.api_shift < 0:
+        raise ConfigError(f"scenario {name}: api_shift must be >= 0 (pixels); got {params.api_shift}.")
     if params.apis_per_cell < 1 or params.classes_per_api < 2:
         raise ConfigError("apis_per_cell must be >= 1 and classes_per_api >= 2.")
     recipe = TrainRecipe(epochs=params.api_epochs, batch_size=params.api_batch_size, lr=params.api_lr,
-                         optimizer=params.api_optimizer)
+                         optimizer=params.api_optimizer, shift=params.api_shift)
     spec = PoolSpec(tuple(params.architectures), params.apis_per_cell, params.classes_per_api,
                     params.pool_seed, recipe)
     return ScenarioData(params.label or name, _datasets(params.datasets, ctx), pool_spec=spec,
