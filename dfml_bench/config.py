@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -48,26 +49,34 @@ COMPONENT_SECTIONS: dict[str, str] = {
 ALIASES = {"meta": "meta_learner", "model": "architecture", "arch": "architecture"}
 
 
+def _non_empty(values: Sequence[Any]) -> str | None:
+    return "must list at least one value" if not values else None
+
+
+def _finite(value: float) -> str | None:
+    return "must be a finite number (null for unlimited)" if not math.isfinite(value) else None
+
+
 @dataclasses.dataclass
 class TrainSettings:
     """Meta-training settings shared by all methods (the `train` section)."""
 
-    meta_iterations: int = param(1000, "meta-iterations (each averages `meta_batch_size` task losses)")
-    meta_batch_size: int = param(4, "tasks per meta-iteration; their losses are averaged")
-    meta_lr: float = param(1e-3, "Adam learning rate of the meta model")
-    val_every: int = param(250, "validate on meta-val every this many meta-iterations")
-    val_episodes: int = param(100, "episodes per validation (the best validation picks the model)")
-    log_every: int = param(25, "write a metrics record every this many meta-iterations")
+    meta_iterations: int = param(1000, "meta-iterations (each averages `meta_batch_size` task losses)", min=0)
+    meta_batch_size: int = param(4, "tasks per meta-iteration; their losses are averaged", min=1)
+    meta_lr: float = param(1e-3, "Adam learning rate of the meta model", min=0, exclusive_min=True)
+    val_every: int = param(250, "validate on meta-val every this many meta-iterations", min=1)
+    val_episodes: int = param(100, "episodes per validation (the best validation picks the model)", min=1)
+    log_every: int = param(25, "write a metrics record every this many meta-iterations", min=1)
 
 
 @dataclasses.dataclass
 class EvalSettings:
     """Test-time adaptation and evaluation protocol (PROTOCOL.md section 9)."""
 
-    episodes: int = param(600, "meta-test episodes per dataset")
-    steps: int = param(10, "SGD fine-tuning steps on the support set")
-    lr: float = param(0.01, "fine-tuning step size")
-    seed: int = param(0, "episode seed: the same episodes for every method and run")
+    episodes: int = param(600, "meta-test episodes per dataset", min=1)
+    steps: int = param(10, "SGD fine-tuning steps on the support set", min=0)
+    lr: float = param(0.01, "fine-tuning step size", min=0, exclusive_min=True)
+    seed: int = param(0, "episode seed: the same episodes for every method and run", min=0)
 
 
 @dataclasses.dataclass
@@ -75,16 +84,18 @@ class TopLevel:
     """Top-level scalar settings."""
 
     device: str = param("auto", "auto | cpu | cuda | cuda:N | mps")
-    ways: int = param(5, "classes per task (N-way)")
-    queries: int = param(15, "query images per class in training and evaluation tasks")
-    shots: list[int] = param([1, 5], "support images per class (K-shot); one run per value")
-    seeds: list[int] = param([0], "run seeds; one run per value")
+    ways: int = param(5, "classes per task (N-way)", min=2)
+    queries: int = param(15, "query images per class in training and evaluation tasks", min=1)
+    shots: list[int] = param([1, 5], "support images per class (K-shot); one run per value", min=1,
+                             check=_non_empty)
+    seeds: list[int] = param([0], "run seeds; one run per value", min=0, check=_non_empty)
     data_root: str | None = param(None, "directory holding prepared real datasets")
     cache_dir: str | None = param(None, "cache for rendered data (default: ~/.cache/dfml-bench)")
     loggers: list[str] = param([], "run loggers to attach (see `dfml-bench list`)")
-    budget: float | None = param(None, "API query budget in images per run (None: unlimited)")
+    budget: float | None = param(None, "API query budget in images per run (None: unlimited)", min=0,
+                                 check=_finite)
     pool_dir: str | None = param(None, "where API pools are cached (default: <cache>/pools)")
-    workers: int = param(2, "worker processes for building API pools")
+    workers: int = param(2, "worker processes for building API pools", min=1)
     profile: str = param(DEFAULT_PROFILE, "name of the profile this config started from")
 
 
@@ -168,6 +179,11 @@ def normalise_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"unknown setting '{key}'." + did_you_mean(key, ALL_KEYS))
         if key in COMPONENT_SECTIONS and isinstance(value, str):
             value = {"name": value}
+        elif key in COMPONENT_SECTIONS and isinstance(value, (list, tuple)) and value \
+                and all(isinstance(v, str) and v.strip() for v in value):
+            value = {"name": ",".join(v.strip() for v in value)}  # a grid of names
+        elif key in COMPONENT_SECTIONS and value is not None and not isinstance(value, Mapping):
+            raise ConfigError(f"'{key}' must be a component name or a mapping with a 'name', not {value!r}.")
         out[key] = value
     return out
 

@@ -26,6 +26,10 @@ class DataError(DfmlError):
     """A dataset is missing, malformed or cannot be rendered."""
 
 
+class StoreError(DfmlError):
+    """A results directory, run file or checkpoint cannot be read or written (corrupt, read-only, full)."""
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """Return ' Did you mean X?' for the closest option, or a list of valid options."""
     options = sorted(set(options))

@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dfml_bench.errors import ConfigError, did_you_mean
 
 
-def param(default: Any, help: str, *, choices: Sequence[Any] | None = None, component: str | None = None) -> Any:
+def param(default: Any, help: str, *, choices: Sequence[Any] | None = None, component: str | None = None,
+          min: float | None = None, max: float | None = None, exclusive_min: bool = False,
+          check: Callable[[Any], str | None] | None = None) -> Any:
     """A dataclass field with a default, a help text and optional allowed values.
 
     ``component="estimator"`` (or another kind) marks a field whose value names a component
     the owner builds; that component's parameters are resolved from the config and hashed.
+    ``min`` / ``max`` bound a number (each item of a list of numbers); ``exclusive_min=True``
+    makes the lower bound strict (``> min``, e.g. a step size). ``check(value)`` may return a
+    short description of what is wrong (e.g. "must be a power of two") or None when valid.
     """
-    meta = {"help": help, "choices": tuple(choices) if choices else None, "component": component}
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "component": component,
+            "min": min, "max": max, "exclusive_min": exclusive_min, "check": check}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -39,6 +45,21 @@ class ParamInfo:
     default: Any
     help: str
     choices: tuple[Any, ...] | None
+    min: float | None = None
+    max: float | None = None
+    exclusive_min: bool = False
+
+    def range_text(self) -> str:
+        """The allowed range in words ('>= 1', '> 0', 'between 0 and 1'), or '' if unbounded."""
+        low = None if self.min is None else f"{'>' if self.exclusive_min else '>='} {_num(self.min)}"
+        high = None if self.max is None else f"<= {_num(self.max)}"
+        if low and high and not self.exclusive_min:
+            return f"between {_num(self.min)} and {_num(self.max)}"
+        return " and ".join(part for part in (low, high) if part)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
 
 
 def describe(params_cls: type | None) -> list[ParamInfo]:
@@ -56,7 +77,8 @@ def describe(params_cls: type | None) -> list[ParamInfo]:
             default = None
         tp = hints.get(f.name, Any)
         out.append(ParamInfo(f.name, _type_name(tp), default, f.metadata.get("help", ""),
-                             f.metadata.get("choices")))
+                             f.metadata.get("choices"), f.metadata.get("min"), f.metadata.get("max"),
+                             bool(f.metadata.get("exclusive_min"))))
     return out
 
 
@@ -68,8 +90,11 @@ def build_params(params_cls: type | None, values: Mapping[str, Any], where: str)
     """Validate `values` against a params dataclass and return an instance.
 
     Unknown keys get a "did you mean"; values are coerced to the declared type
-    (so ``--set x=3`` works for a float); a value outside ``choices`` is rejected.
+    (so ``--set x=3`` works for a float); a value outside ``choices`` or the declared
+    ``min`` / ``max`` / ``check`` is rejected with a sentence naming the key, value and range.
     """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a mapping of parameters, not {values!r}.")
     if params_cls is None:
         if values:
             key = next(iter(values))
@@ -78,15 +103,37 @@ def build_params(params_cls: type | None, values: Mapping[str, Any], where: str)
     infos = {p.name: p for p in describe(params_cls)}
     hints = typing.get_type_hints(params_cls)
     kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
     for key, value in values.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: parameter names must be strings, not {key!r}.")
         if key not in infos:
             raise ConfigError(f"{where} has no parameter '{key}'." + did_you_mean(key, infos))
         value = coerce(value, hints[key], f"{where}.{key}")
         choices = infos[key].choices
         if choices and value not in choices:
             raise ConfigError(f"{where}.{key} must be one of {list(choices)}, not {value!r}.")
+        check_bounds(infos[key], fields[key].metadata.get("check"), value, f"{where}.{key}")
         kwargs[key] = value
     return params_cls(**kwargs)
+
+
+def check_bounds(info: ParamInfo, check: Callable[[Any], str | None] | None, value: Any, where: str) -> None:
+    """Reject a number (or an item of a list of numbers) outside the declared range."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items if info.min is not None or info.max is not None else ():
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        too_low = info.min is not None and (item <= info.min if info.exclusive_min else item < info.min)
+        too_high = info.max is not None and item > info.max
+        if too_low or too_high or item != item:  # NaN is never in range
+            default = "" if info.default is None else f" (default {info.default!r})"
+            raise ConfigError(f"{where} must be {info.range_text()}, not {item!r}; "
+                              f"set it to an allowed value{default}.")
+    if check is not None and value is not None:
+        problem = check(value)
+        if problem:
+            raise ConfigError(f"{where} {problem}, not {value!r}.")
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
@@ -134,7 +181,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                     raise ValueError
                 return int(float(number))
             return float(number)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where} must be {'an integer' if tp is int else 'a number'}, "
                               f"not {value!r}.") from None
     if tp is str:

@@ -346,7 +346,12 @@ class APIPool:
     def load_module(self, index: int) -> torch.nn.Module:
         """Build API `index`'s network from its verified weights (for the pool's own use)."""
         e = self.entries[index]
-        state = torch.load(self.verify(index), map_location="cpu", weights_only=True)
+        path = self.verify(index)
+        try:  # weights_only: anything but tensors and plain data is refused, never executed
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise PoolError(f"API file '{path}' cannot be loaded as weights ({type(exc).__name__}: corrupt or "
+                            f"tampered with); delete '{self.root}' to rebuild the pool.") from None
         module = _build_module(self.registry, e["architecture"], e["arch_params"], len(e["classes"]),
                                int(e["input_size"]))
         module.load_state_dict(state)

@@ -21,7 +21,7 @@ from dfml_bench import store
 from dfml_bench.apis import QueryBudgetExhausted, QueryLedger
 from dfml_bench.config import run_id, run_label
 from dfml_bench.data import EpisodeSampler, FewShotDataset, Normalizer
-from dfml_bench.errors import ConfigError
+from dfml_bench.errors import ConfigError, StoreError
 from dfml_bench.evaluation import evaluate, mean_ci95
 from dfml_bench.interfaces import (ACCESS_LEVELS, MethodContext, RunInfo, ScenarioContext, ScenarioData,
                                    TrainSettings)
@@ -113,7 +113,11 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
     if done is not None:
         done["skipped"] = True
         return done
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create run directory '{path}' ({exc.strerror}); make the results directory "
+                         "writable or pass another --results.") from None
     store.write_config(path / store.CONFIG_FILE, resolved)
     device = resolve_device(env.device)
     info = RunInfo(run_id(resolved), path, resolved)
@@ -191,12 +195,17 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
     metrics_path = path / store.METRICS_FILE
     ckpt_path = path / store.CHECKPOINT_FILE
     if method.trains and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        method.load_state_dict(ckpt["method"])
-        best_state, best_val, best_iter, start = ckpt["best_state"], ckpt["best_val"], ckpt["best_iter"], ckpt["iteration"]
-        torch.set_rng_state(ckpt["rng_cpu"])
-        ledger.load_state_dict(ckpt["ledger"])
+        try:  # weights_only: a checkpoint holding anything but tensors and plain data is refused, never run
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            method.load_state_dict(ckpt["method"])
+            best_state, best_val, best_iter, start = ckpt["best_state"], ckpt["best_val"], ckpt["best_iter"], ckpt["iteration"]
+            torch.set_rng_state(ckpt["rng_cpu"])
+            ledger.load_state_dict(ckpt["ledger"])
+        except Exception as exc:  # truncated, tampered, foreign objects, another version's layout, ...
+            raise StoreError(f"checkpoint '{ckpt_path}' cannot be loaded ({type(exc).__name__}: it is corrupt, "
+                             "tampered with or from an incompatible version); delete it to restart this run "
+                             "from scratch.") from None
         reporter.log(f"resuming {path.name} at meta-iteration {start}")
     elif metrics_path.exists():
         metrics_path.unlink()  # a run without checkpoint restarts from scratch

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from dfml_bench.errors import DfmlError
+from dfml_bench.errors import DfmlError, StoreError
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
@@ -29,17 +29,27 @@ RUNS_DIR = "runs"
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)  # the old file, if any, is untouched
+        if isinstance(exc, OSError):
+            raise _unwritable(path, exc) from None
         raise
+
+
+def _unwritable(path: Path, exc: OSError) -> StoreError:
+    return StoreError(f"cannot write '{path}' ({exc.strerror or exc}); make its directory writable (or free "
+                      "disk space), or use another directory (--results, --pool-dir); files already written are kept.")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -56,9 +66,12 @@ def write_config(path: Path, config: Mapping[str, Any]) -> None:
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
     """Append one JSON record as a line (flushed; a crash loses at most the last line)."""
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-        fh.flush()
+    try:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+            fh.flush()
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
 
 
 def run_dir(results_root: Path, label: str, run_hash: str) -> Path:

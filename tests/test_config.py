@@ -53,7 +53,7 @@ def test_run_id_is_a_stable_content_hash(registry) -> None:
     ([], {"method": "ranodm"}, "Did you mean 'random'"),
     ([], {"scenario": "HM"}, "scenario 'HM'"),
     (["architecture.pool=avg"], {}, "must be one of"),
-    (["shots=[0]"], {}, "shot >= 1"),
+    (["shots=[0]"], {}, "shots must be >= 1, not 0"),
 ])
 def test_bad_config_is_one_clear_sentence(registry, sets, flags, message) -> None:
     with pytest.raises(ConfigError, match=message) as info:

@@ -12,22 +12,22 @@ GLYPH_DOMAINS = ("letters", "symbols", "scripts")
 @dataclass
 class GlyphsParams:
     domain: str = param("letters", "which glyph domain", choices=GLYPH_DOMAINS)
-    instances_per_class: int = param(60, "rendered instances (fonts x jitter) per character")
-    image_size: int | None = param(None, "render size in px (default: the domain's native size)")
+    instances_per_class: int = param(60, "rendered instances (fonts x jitter) per character", min=1)
+    image_size: int | None = param(None, "render size in px (default: the domain's native size)", min=8)
     seed: int = param(0, "rendering and class-split seed (fixed across runs)")
 
 
 @dataclass
 class Conv4Params:
-    width: int = param(32, "channels of every conv block")
+    width: int = param(32, "channels of every conv block", min=1)
     pool: str = param("auto", "flatten | max | auto (max when input sizes are mixed)",
                       choices=("auto", "flatten", "max"))
 
 
 @dataclass
 class MamlParams:
-    inner_steps: int = param(5, "SGD steps on the support set per task")
-    inner_lr: float = param(0.01, "inner-loop step size")
+    inner_steps: int = param(5, "SGD steps on the support set per task", min=0)
+    inner_lr: float = param(0.01, "inner-loop step size", min=0, exclusive_min=True)
     first_order: bool = param(False, "drop second-order terms (FOMAML)")
 
 
@@ -42,16 +42,17 @@ class ScenarioParams:
 
     datasets: list[str] = param([LETTERS], "datasets, each name[key=value,...]; class ids are made global")
     architectures: list[str] = param(["conv4"], "API architectures, each name[key=value,...]")
-    apis_per_cell: int = param(100, "APIs per (dataset, architecture) cell")
-    classes_per_api: int = param(5, "classes each API was trained on (K-way APIs)")
+    apis_per_cell: int = param(100, "APIs per (dataset, architecture) cell", min=1)
+    classes_per_api: int = param(5, "classes each API was trained on (K-way APIs)", min=2)
     output: str = param("logits", "what an API returns", choices=("logits", "probs", "label"))
     access: str = param("white", "the most access offered: black (query only) or white (weights too, for "
                         "methods registered as white-box); black-box methods always get query-only handles",
                         choices=("black", "white"))
-    pool_seed: int = param(0, "seed of the class draws and API training (same seed, same pool)")
-    api_epochs: int = param(60, "training epochs of each API (the best held-out epoch is kept)")
-    api_batch_size: int = param(128, "API training batch size")
-    api_lr: float = param(0.01, "API learning rate (Adam for conv4, SGD+momentum otherwise)")
+    pool_seed: int = param(0, "seed of the class draws and API training (same seed, same pool)", min=0)
+    api_epochs: int = param(60, "training epochs of each API (the best held-out epoch is kept)", min=1)
+    api_batch_size: int = param(128, "API training batch size", min=1)
+    api_lr: float = param(0.01, "API learning rate (Adam for conv4, SGD+momentum otherwise)", min=0,
+                          exclusive_min=True)
     api_optimizer: str = param("auto", "auto | adam | sgd", choices=("auto", "adam", "sgd"))
     api_shift: int = param(0, "random translation (px) of API training images; 0 = none, as PROTOCOL.md")
     label: str = param("", "name shown in tables (default: the scenario's own name)")
@@ -80,32 +81,32 @@ class CustomScenarioParams(ScenarioParams):
 
 @dataclass
 class CifarFSParams:
-    image_size: int = param(32, "input size in px (paper: 32)")
-    max_per_class: int | None = param(None, "keep at most this many images per class (None: all)")
+    image_size: int = param(32, "input size in px (paper: 32)", min=8)
+    max_per_class: int | None = param(None, "keep at most this many images per class (None: all)", min=1)
 
 
 @dataclass
 class MiniImageNetParams:
-    image_size: int = param(84, "input size in px (paper: 84)")
-    max_per_class: int | None = param(None, "keep at most this many images per class (None: all 600)")
+    image_size: int = param(84, "input size in px (paper: 84)", min=8)
+    max_per_class: int | None = param(None, "keep at most this many images per class (None: all 600)", min=1)
 
 
 @dataclass
 class CUBParams:
-    image_size: int = param(84, "input size in px (paper: 84); images are squashed to square")
-    max_per_class: int | None = param(None, "keep at most this many images per class (None: all)")
+    image_size: int = param(84, "input size in px (paper: 84); images are squashed to square", min=8)
+    max_per_class: int | None = param(None, "keep at most this many images per class (None: all)", min=1)
 
 
 @dataclass
 class ResNetParams:
-    width: int = param(64, "channels of the first stage (stages use w, 2w, 4w, 8w); paper: 64")
+    width: int = param(64, "channels of the first stage (stages use w, 2w, 4w, 8w); paper: 64", min=1)
 
 
 @dataclass
 class ZOParams:
-    q: int = param(100, "random directions per image (PROTOCOL.md section 6)")
-    mu: float = param(0.005, "smoothing radius of the finite difference")
-    memory_mb: int = param(256, "memory budget of one API call's input batch; sets the chunk size")
+    q: int = param(100, "random directions per image (PROTOCOL.md section 6)", min=1)
+    mu: float = param(0.005, "smoothing radius of the finite difference", min=0, exclusive_min=True)
+    memory_mb: int = param(256, "memory budget of one API call's input batch; sets the chunk size", min=1)
 
 
 @dataclass
@@ -115,13 +116,14 @@ class WhiteBoxEstimatorParams:
 
 @dataclass
 class GeneratorRecovererParams:
-    iterations: int = param(200, "generator optimisation steps per recovered set (PROTOCOL.md section 5)")
-    lr: float = param(1e-3, "Adam learning rate of the generator and latents (betas 0.5, 0.999)")
-    z_dim: int = param(256, "latent size")
-    width: int = param(128, "generator channels (PROTOCOL.md: 128); its cost grows with width^2")
-    pad: int = param(4, "random-crop padding of the per-sample augmentation, px")
+    iterations: int = param(200, "generator optimisation steps per recovered set (PROTOCOL.md section 5)", min=1)
+    lr: float = param(1e-3, "Adam learning rate of the generator and latents (betas 0.5, 0.999)",
+                      min=0, exclusive_min=True)
+    z_dim: int = param(256, "latent size", min=1)
+    width: int = param(128, "generator channels (PROTOCOL.md: 128); its cost grows with width^2", min=1)
+    pad: int = param(4, "random-crop padding of the per-sample augmentation, px", min=0)
     flip: bool = param(True, "random horizontal flips in the augmentation")
-    boundary_weight: float = param(1.0, "weight of the boundary term when a student is given (section 7)")
+    boundary_weight: float = param(1.0, "weight of the boundary term when a student is given (section 7)", min=0)
 
 
 @dataclass
@@ -131,15 +133,15 @@ class NoiseRecovererParams:
 
 @dataclass
 class KDParams:
-    inner_steps: int = param(10, "SGD steps of KD on the recovered support set (PROTOCOL.md section 8)")
-    inner_lr: float = param(0.01, "inner-loop step size")
+    inner_steps: int = param(10, "SGD steps of KD on the recovered support set (PROTOCOL.md section 8)", min=0)
+    inner_lr: float = param(0.01, "inner-loop step size", min=0, exclusive_min=True)
     first_order: bool = param(False, "drop second-order terms of the inner loop")
-    temperature: float = param(1.0, "softmax temperature of both teacher and student")
+    temperature: float = param(1.0, "softmax temperature of both teacher and student", min=0, exclusive_min=True)
 
 
 @dataclass
 class TaskMemoryParams:
-    capacity_per_class: int = param(600, "images kept per global class (a ring: 20 batches of 30 in the paper)")
+    capacity_per_class: int = param(600, "images kept per global class (a ring: 20 batches of 30 in the paper)", min=1)
 
 
 @dataclass
@@ -154,13 +156,15 @@ class BidfMkdParams:
     api_learner: str = param("kd", "meta-learner of API tasks (bi-level KD)", component="meta_learner")
     replay_learner: str = param("maml", "meta-learner of replay tasks (MAML, cross-entropy)", component="meta_learner")
     replay: str = param("task_memory", "replay strategy: task_memory or none", component="replay")
-    per_class: int = param(30, "images recovered per class, for the support set and again for the query set")
+    per_class: int = param(30, "images recovered per class, for the support set and again for the query set",
+                           min=1)
     boundary: bool = param(True, "boundary query-set recovery against the adapted meta model (section 7)")
-    boundary_start: int = param(4000, "meta-iteration from which the boundary term is on")
+    boundary_start: int = param(4000, "meta-iteration from which the boundary term is on", min=0)
     schedule: str = param("patience", "when to query an API again: patience or interval",
                           choices=("patience", "interval"))
-    patience: int = param(200, "patience: meta-iterations without a new best train accuracy before an API task")
-    interval: int = param(10, "interval: an API meta-iteration every this many meta-iterations")
+    patience: int = param(200, "patience: meta-iterations without a new best train accuracy before an API task",
+                         min=1)
+    interval: int = param(10, "interval: an API meta-iteration every this many meta-iterations", min=1)
     first_order: bool = param(False, "first-order inner loops for both API and replay tasks")
 
 
@@ -191,18 +195,20 @@ class BidfMkdCentralParams(BidfMkdParams):
 
 @dataclass
 class LocalLauncherParams:
-    workers: int = param(1, "runs executed at once, each in its own process (1: one after another, in this process)")
+    workers: int = param(1, "runs executed at once, each in its own process (1: one after another, in this process)",
+                        min=1)
     threads: int = param(0, "torch threads per run (0: an equal share of this machine's cores with workers > 1, "
-                         "torch's default otherwise)")
+                         "torch's default otherwise)", min=0)
 
 
 @dataclass
 class RayLauncherParams:
     address: str | None = param(None, "Ray cluster to join (e.g. auto or ray://head:10001); None starts a local "
                                 "Ray instance for the grid")
-    num_cpus: float = param(1.0, "CPUs each run's task declares (its torch threads: at least 1)")
-    num_gpus: float = param(0.0, "GPUs each run's task declares (e.g. 1, or 0.5 to share one)")
-    local_cpus: int | None = param(None, "CPUs of a local Ray instance (None: all of this machine's)")
+    num_cpus: float = param(1.0, "CPUs each run's task declares (its torch threads: at least 1)", min=0,
+                            exclusive_min=True)
+    num_gpus: float = param(0.0, "GPUs each run's task declares (e.g. 1, or 0.5 to share one)", min=0)
+    local_cpus: int | None = param(None, "CPUs of a local Ray instance (None: all of this machine's)", min=1)
 
 
 @dataclass
@@ -210,9 +216,9 @@ class SlurmLauncherParams:
     executor: str = param("slurm", "slurm: submit a job array with sbatch; local: submitit's LocalExecutor "
                           "(subprocesses on this machine, for tests)", choices=("slurm", "local"))
     partition: str = param("", "Slurm partition (empty: the cluster's default)")
-    time: int = param(240, "time limit of each run's job, minutes")
-    gpus: int = param(0, "GPUs per run")
-    cpus: int = param(2, "CPUs per run (its torch threads)")
-    mem_gb: float | None = param(None, "memory per run in GB (None: the cluster's default)")
-    array_parallelism: int = param(32, "most runs of the job array running at once")
+    time: int = param(240, "time limit of each run's job, minutes", min=1)
+    gpus: int = param(0, "GPUs per run", min=0)
+    cpus: int = param(2, "CPUs per run (its torch threads)", min=1)
+    mem_gb: float | None = param(None, "memory per run in GB (None: the cluster's default)", min=0, exclusive_min=True)
+    array_parallelism: int = param(32, "most runs of the job array running at once", min=1)
     folder: str = param("", "submitit's job and log folder (empty: RESULTS/slurm)")

@@ -325,10 +325,23 @@ def _cifar_label_names(meta: Path) -> list[str]:
     return names
 
 
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: any other global (a code-execution payload) is refused."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}'")
+        return super().find_class(module, name)
+
+
 def _read_pickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            d = pickle.load(fh, encoding="latin1")  # as torchvision reads the archive
+            d = _SafeUnpickler(fh, encoding="latin1").load()  # as torchvision reads it, minus code execution
     except Exception as exc:  # truncated, not a pickle, unreadable, ...
         raise DataError(f"cifar_fs: cannot read {path} as a CIFAR-100 pickle ({type(exc).__name__}: {exc}); "
                         "re-extract cifar-100-python.tar.gz.") from None
