@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=100, help="inversion iterations (generator / deepinversion)")
     ap.add_argument("--train", type=int, default=200, help="meta-iterations (4 tasks each, first-order MAML)")
     ap.add_argument("--episodes", type=int, default=100, help="meta-val episodes (5-way 1-shot)")
+    ap.add_argument("--replay-pad", type=int, default=0,
+                    help="random translation (pixels) of every replayed image, to test whether diversity helps")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -135,15 +137,15 @@ def main() -> None:
             params, losses = dict(model.named_parameters()), []
             for _ in range(4):
                 d = mem.sample(5, 1, 15, g)
-                xs = torch.cat([norm.from_unit(x.float() / 255) for x in d.support])
-                xq = torch.cat([norm.from_unit(x.float() / 255) for x in d.query])
+                xs = torch.cat([norm.from_unit(augment(x.float() / 255, a.replay_pad, False, g)) for x in d.support])
+                xq = torch.cat([norm.from_unit(augment(x.float() / 255, a.replay_pad, False, g)) for x in d.query])
                 task = Task(xs, torch.arange(5), xq, torch.arange(5).repeat_interleave(15))
                 losses.append(maml.task_outcome(model, params, task).loss)
             opt.zero_grad()
             torch.stack(losses).mean().backward()
             opt.step()
         after = evaluate(model, val, a.episodes, 10, 0.01)
-        print(json.dumps({"source": source, "classes": mem.num_classes(), "api_agreement": round(agreement, 1),
+        print(json.dumps({"source": source, "per": a.per, "replay_pad": a.replay_pad, "classes": mem.num_classes(), "api_agreement": round(agreement, 1),
                           "val_before": round(before.accuracy, 2), "val_after": round(after.accuracy, 2),
                           "ci95": round(after.ci95, 2), "fill_s": round(t_fill, 1),
                           "total_s": round(time.perf_counter() - t0, 1)}), flush=True)

@@ -1,34 +1,44 @@
 """Zero-order estimator step vs its physical limit and vs a naive, reference-style estimator.
 
-Measured side by side in one process, on one device, for conv4 / resnet10 / resnet18 APIs:
+Measured side by side in one process, on one device, for conv4 / resnet10 / resnet18 APIs at
+32 and 84 px (repetitions interleaved, one warm-up each, median reported):
 
-* bare:  one batched inference forward of the same B * (q + 1) images (the physical limit)
-* ours:  ZOForward.estimate (noise on the device, base point in the same call, chunk from a memory budget)
-* naive: the reference's way: directions drawn on the CPU per chunk and copied, a fixed number of
-         chunks, the base point in a separate pass, autograd-enabled forwards
+* net:   the API's network alone on B * (q + 1) already-normalised images (inference mode)
+* bare:  ``api.query`` of the same B * (q + 1) images: the physical limit of a ZO step
+* ours:  ``ZOForward.estimate`` (noise on the device, base point in the same call, chunks from
+         the memory budget, reused buffers)
+* naive: the reference's way: directions drawn on the CPU per chunk and copied, a fixed number
+         of chunks, the base point in a separate pass
 
-Prints ratios ours/bare and naive/ours. Usage:
+Prints ours/bare (target <= 1.10) and naive/ours (speed-up). ``--ablate`` adds the before/after
+figures of each optimisation kept in the hot path (API memory layout, input normalisation
+without temporaries, buffer reuse), each measured side by side the same way.
 
-    python benchmarks/zo_estimator.py [--device cpu|cuda] [--batch 30] [--q 20] [--repeats 3]
+    python benchmarks/zo_estimator.py                       # CPU, quick-profile sizes
+    python benchmarks/zo_estimator.py --ablate --archs conv4 --sizes 32
+    python benchmarks/zo_estimator.py --device cuda --batch 150 --q 100 --resnet-width 64 [--bf16]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from bench_util import side_by_side
 from dfml_bench.apis import APIInfo, QueryLedger, make_api
 from dfml_plugins.estimators.zeroth_order import ZOForward
 from dfml_plugins.models.conv4 import build_conv4
 from dfml_plugins.models.resnet import build_resnet10, build_resnet18
 from dfml_plugins.params import Conv4Params, ResNetParams, ZOParams
 
+MEAN, STD = (0.5,) * 3, (0.25,) * 3
 
-def naive_estimate(module, x, targets, q, mu, chunks=10):
+
+def naive_estimate(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, targets: torch.Tensor,
+                   q: int, mu: float, chunks: int = 10) -> torch.Tensor:
     """The reference's structure: CPU noise per chunk, fixed chunk count, separate base pass."""
     b = x.shape[0]
     d = x[0].numel()
@@ -45,62 +55,96 @@ def naive_estimate(module, x, targets, q, mu, chunks=10):
     return grads * d / q
 
 
-def timed(fn, device, repeats):
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+def build_api_module(arch: str, size: int, conv4_width: int, resnet_width: int) -> torch.nn.Module:
+    if arch == "conv4":
+        return build_conv4(Conv4Params(width=conv4_width), 5, size, running_stats=True)
+    build = {"resnet10": build_resnet10, "resnet18": build_resnet18}[arch]
+    return build(ResNetParams(width=resnet_width), 5, size, running_stats=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch", type=int, default=30)
-    ap.add_argument("--q", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--memory-mb", type=int, default=256)
-    args = ap.parse_args()
-    device = torch.device(args.device)
+def bench_one(arch: str, size: int, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Times of net / bare / ours / naive (and the ablations) for one API architecture and size."""
     torch.manual_seed(0)
-    archs = {"conv4": lambda s: build_conv4(Conv4Params(width=32), 5, s, running_stats=True),
-             "resnet10": lambda s: build_resnet10(ResNetParams(width=16), 5, s, running_stats=True),
-             "resnet18": lambda s: build_resnet18(ResNetParams(width=16), 5, s, running_stats=True)}
-    print(f"device={device} B={args.batch} q={args.q} (B*(q+1) = {args.batch * (args.q + 1)} images per step)")
-    print(f"{'api':10s} {'px':>3s} {'bare s':>8s} {'ours s':>8s} {'naive s':>8s} {'ours/bare':>10s} {'naive/ours':>11s}")
-    for name, build in archs.items():
-        for size in (32, 84):
-            module = build(size).to(device).eval()
-            info = APIInfo(name, "bench", name, tuple(range(5)), tuple("abcde"), size)
-            api = make_api(module, info, (0.5,) * 3, (0.25,) * 3, QueryLedger())
-            x = torch.rand(args.batch, 3, size, size, device=device)
-            y = torch.arange(args.batch, device=device) % 5
-            est = ZOForward(ZOParams(q=args.q, mu=0.005, memory_mb=args.memory_mb), seed=0)
-            pts = torch.rand(args.batch * (args.q + 1), 3, size, size, device=device)
+    module = build_api_module(arch, size, args.conv4_width, args.resnet_width).to(device)
+    info = APIInfo(arch, "bench", arch, tuple(range(5)), tuple("abcde"), size)
+    autocast = torch.bfloat16 if args.bf16 else None
+    api = make_api(module, info, MEAN, STD, QueryLedger(), autocast=autocast)
+    x = torch.rand(args.batch, 3, size, size, device=device)
+    y = torch.arange(args.batch, device=device) % 5
+    est = ZOForward(ZOParams(q=args.q, mu=0.005, memory_mb=args.memory_mb), seed=0)
+    pts = torch.rand(args.batch * (args.q + 1), 3, size, size, device=device)
+    mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, -1, 1, 1)
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    normed = ((pts - mean) / std).contiguous(memory_format=layout)
 
-            def loss(inputs, scores, index):
-                return F.cross_entropy(scores, y[index], reduction="none")
+    def loss(inputs: torch.Tensor, scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(scores, y[index], reduction="none")
 
-            def bare():
-                with torch.inference_mode():
-                    api.query(pts)
+    def net() -> None:
+        with torch.inference_mode():
+            module(normed)
 
-            mean = torch.tensor((0.5,) * 3, device=device).view(1, -1, 1, 1)
+    def naive() -> None:
+        with torch.inference_mode():
+            naive_estimate(lambda z: module((z - mean) / std), x, y, args.q, 0.005)
 
-            def naive():
-                naive_estimate(lambda z: module((z - mean) / 0.25), x, y, args.q, 0.005)
+    fns: dict[str, Callable[[], object]] = {"net": net, "bare": lambda: api.query(pts),
+                                            "ours": lambda: est.estimate(api, x, loss), "naive": naive}
+    if args.ablate:
+        twin = build_api_module(arch, size, args.conv4_width, args.resnet_width).to(device)
+        twin.load_state_dict(module.state_dict())
+        contiguous_api = make_api(twin, info, MEAN, STD, QueryLedger(), channels_last=False, autocast=autocast)
+        fresh = ZOForward(ZOParams(q=args.q, mu=0.005, memory_mb=args.memory_mb), seed=0)
+        fresh.reuse_buffers = False
+        fns["bare_contiguous"] = lambda: contiguous_api.query(pts)
+        fns["ours_fresh_buffers"] = lambda: fresh.estimate(api, x, loss)
+        fns["norm_temporaries"] = lambda: ((pts - mean) / std).contiguous(memory_format=layout)
+        fns["norm_fused"] = lambda: torch.sub(pts, mean, out=torch.empty_like(pts, memory_format=layout)).div_(std)
+    return side_by_side(fns, device, args.repeats)
 
-            t_bare = timed(bare, device, args.repeats)
-            t_ours = timed(lambda: est.estimate(api, x, loss), device, args.repeats)
-            t_naive = timed(naive, device, args.repeats)
-            print(f"{name:10s} {size:3d} {t_bare:8.3f} {t_ours:8.3f} {t_naive:8.3f} {t_ours / t_bare:10.2f}x "
-                  f"{t_naive / t_ours:10.2f}x")
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--batch", type=int, default=4, help="images B per ZO step")
+    ap.add_argument("--q", type=int, default=20, help="directions per image")
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
+    ap.add_argument("--memory-mb", type=int, default=256, help="the estimator's chunk budget")
+    ap.add_argument("--archs", default="conv4,resnet10,resnet18")
+    ap.add_argument("--sizes", default="32,84")
+    ap.add_argument("--conv4-width", type=int, default=32, help="quick and paper profiles: 32")
+    ap.add_argument("--resnet-width", type=int, default=8, help="quick profile: 8, paper: 64")
+    ap.add_argument("--bf16", action="store_true", help="API forwards under bf16 autocast (GPU option)")
+    ap.add_argument("--ablate", action="store_true", help="also time each optimisation's 'before'")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
+    args = parse(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"device={device} threads={torch.get_num_threads()} B={args.batch} q={args.q} "
+          f"(B*(q+1) = {args.batch * (args.q + 1)} images per step) repeats={args.repeats} bf16={args.bf16}")
+    head = f"{'api':9s} {'px':>3s} {'net s':>7s} {'bare s':>7s} {'ours s':>7s} {'naive s':>7s} " \
+           f"{'ours/bare':>9s} {'naive/ours':>10s}"
+    if args.ablate:
+        head += f" {'contig/cl':>9s} {'fresh/reuse':>11s} {'norm tmp/fused':>14s}"
+    print(head)
+    rows = []
+    for arch in args.archs.split(","):
+        for size in (int(s) for s in args.sizes.split(",")):
+            t = bench_one(arch, size, args, device)
+            line = (f"{arch:9s} {size:3d} {t['net']:7.3f} {t['bare']:7.3f} {t['ours']:7.3f} {t['naive']:7.3f} "
+                    f"{t['ours'] / t['bare']:8.2f}x {t['naive'] / t['ours']:9.2f}x")
+            if args.ablate:
+                line += (f" {t['bare_contiguous'] / t['bare']:8.2f}x {t['ours_fresh_buffers'] / t['ours']:10.2f}x "
+                         f"{t['norm_temporaries'] / t['norm_fused']:13.2f}x")
+            print(line, flush=True)
+            rows.append({"arch": arch, "size": size, **t})
+    return rows
 
 
 if __name__ == "__main__":

@@ -103,7 +103,9 @@ def _ints(values: tuple[str, ...], what: str) -> list[int] | None:
               help="Directory for run directories.")
 @click.option("--data-root", type=click.Path(file_okay=False), help="Directory of prepared real datasets.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache for rendered data.")
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("--progress/--no-progress", default=None,
+              help="A live display of the grid and its runs (default: when stdout and stderr are terminals); "
+                   "--no-progress prints plain lines.")
 @click.pass_context
 def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], shots: tuple[str, ...],
         seeds: tuple[str, ...], profile: str, config_file: str | None, sets: tuple[str, ...], device: str | None,
@@ -141,7 +143,10 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
 
         resolve_device(env.device)
     console = _stderr()
-    jobs = launch.make_jobs(runs, env, progress)
+    from dfml_bench.progress import GridMonitor, grid_state
+
+    live = GridMonitor.wants_live(progress)  # the grid display replaces per-run bars
+    jobs = launch.make_jobs(runs, env, False if live else progress)
     finished: list[dict[str, Any]] = []
     pending: list[launch.Job] = []
     for job in jobs:
@@ -158,7 +163,10 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
                       highlight=False, soft_wrap=True, markup=False)
     console.print(f"{len(jobs)} run(s), {len(pending)} to run with launcher '{l_name}' ({len(finished)} finished "
                   f"earlier); profile '{top.profile}', results in {results}/", highlight=False)
-    values = chosen.run_all(pending, launch.RunJob(registry, (ctx.obj or {}).get("strict"))) if pending else []
+    values: list[Any] = []
+    if pending:
+        with GridMonitor(grid_state(pending), live=live):
+            values = chosen.run_all(pending, launch.RunJob(registry, (ctx.obj or {}).get("strict"), quiet=live))
     if len(values) != len(pending):
         raise DfmlError(f"launcher '{l_name}' returned {len(values)} results for {len(pending)} runs; "
                         "fix the launcher plugin.")
@@ -215,18 +223,36 @@ def _environment(top: Any, results: Path, reporter: Any) -> Any:
 
 @main.command()
 @click.argument("results", type=click.Path(), default=DEFAULT_RESULTS, required=False)
-@click.option("--format", "fmt", type=click.Choice(["rich", "md", "csv", "latex"]), default="rich", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["rich", "md", "csv", "latex", "html"]), default="rich",
+              show_default=True, help="html: one self-contained page, the table and the plots embedded.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the table to this file.")
-def compare(results: str, fmt: str, output: str | None) -> None:
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
+              help="Also write the plots as PNG files into this directory (needs dfml-bench[report]).")
+def compare(results: str, fmt: str, output: str | None, plot_dir: str | None) -> None:
     """Summarise finished runs: mean ± 95% CI per method x scenario x shot; failed runs show as FAILED."""
     from dfml_bench import report, store
 
     root = Path(results)
     if not root.exists():
         raise DfmlError(f"results directory '{root}' does not exist; run `dfml-bench run` first or pass the right path.")
-    rows = report.aggregate(store.iter_results(root), store.iter_failures(root))
+    finished = list(store.iter_results(root))
+    rows = report.aggregate(finished, store.iter_failures(root))
     if not rows:
         raise DfmlError(f"no finished or failed runs under '{root}'; run `dfml-bench run` first.")
+    if fmt == "html" or plot_dir:
+        from dfml_bench import plots
+
+        figures = plots.make_plots(finished, rows)
+        if plot_dir:
+            written = plots.write_plots(figures, Path(plot_dir))
+            _stderr().print(f"{len(written)} plot(s) written to {plot_dir}/", highlight=False)
+        if fmt == "html":
+            text = report.to_html(rows, figures)
+            if output:
+                store.atomic_write_text(Path(output), text)
+            else:
+                click.echo(text, nl=False)
+            return
     if fmt == "rich" and output is None:
         from rich.console import Console
 
@@ -265,9 +291,10 @@ def list_(ctx: click.Context, kind: str | None) -> None:
             table.add_column(col, overflow="fold")
         for comp in registry.components(k):
             desc = escape(comp.help)
-            if k == "method":
+            if k == "method":  # what it needs and spends, so no oracle or white-box row passes for black-box
                 desc += f" [dim]\\[access={comp.meta.get('access', 'black')}, " \
-                        f"data-free={'yes' if comp.meta.get('data_free', True) else 'NO'}][/]"
+                        f"data-free={'yes' if comp.meta.get('data_free', True) else 'NO'}, " \
+                        f"queries: {escape(str(comp.meta.get('queries', 'not declared')))}][/]"
             params = "\n".join(f"{p.name}: {p.type} = {p.default!r}  {p.help}" for p in describe(comp.params)) or "-"
             table.add_row(comp.name, comp.plugin, desc, escape(params))
         console.print(table)
@@ -342,6 +369,69 @@ def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str
     seconds = time.perf_counter() - t0
     _print_pool(api_pool.manifest, api_pool.root, summary_only=True)
     _stderr().print(f"pool ready in {seconds:.1f}s: {api_pool.root}", highlight=False)
+
+
+@pool.command("serve")
+@click.option("--scenario", "-s", default="SS", show_default=True, help="Scenario whose pool to serve.")
+@click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over the profile.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--workers", type=int, help="Worker processes if the pool must be built (default: 2).")
+@click.option("--device", help="Where the APIs run: auto | cpu | cuda | cuda:N  [default: auto]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback by default).")
+@click.option("--port", type=int, default=8765, show_default=True, help="Port (0: any free port).")
+@click.option("--token", envvar="DFML_BENCH_POOL_TOKEN", help="Require 'Authorization: Bearer TOKEN' "
+              "(better: set DFML_BENCH_POOL_TOKEN, which ps does not show).")
+@click.option("--rate", type=float, help="Requests per second per API; more get 429 with Retry-After.")
+@click.option("--burst", type=int, help="Requests per API allowed at once before --rate applies  [default: rate].")
+@click.option("--budget", type=float, help="Images each API answers in all (e.g. 1e6); then 403.")
+@click.option("--max-request-mb", type=float, default=64.0, show_default=True, help="Largest request body.")
+@click.option("--fail-fraction", type=float, default=0.0, help="Testing clients: misbehave on this fraction of "
+              "requests (seeded).")
+@click.option("--faults", default=",".join(("drop", "delay", "429", "500", "malformed")), show_default=True,
+              help="Testing clients: the misbehaviours --fail-fraction draws from.")
+@click.option("--fault-seed", type=int, default=0, show_default=True)
+@click.option("--progress/--no-progress", default=None)
+@click.pass_context
+def pool_serve(ctx: click.Context, scenario: str, profile: str, config_file: str | None, sets: tuple[str, ...],
+               pool_dir: str | None, workers: int | None, device: str | None, host: str, port: int,
+               token: str | None, rate: float | None, burst: int | None, budget: float | None,
+               max_request_mb: float, fail_fraction: float, faults: str, fault_seed: int,
+               progress: bool | None) -> None:
+    """Serve a scenario's API pool over HTTP (built first if needed); see docs/http-pools.md."""
+    from dfml_bench.config import build_raw_config, component_params, top_level
+    from dfml_bench.pool import PoolSource
+    from dfml_bench.progress import Reporter
+    from dfml_bench.runner import build_scenario_by_name, open_pool, resolve_device
+    from dfml_bench.serve import FaultPlan, PoolServer, ServeLimits
+
+    registry = _registry(ctx)
+    raw = build_raw_config(profile, config_file, sets, {"scenario": scenario, "pool_dir": pool_dir,
+                                                        "workers": workers, "device": device})
+    top = top_level(raw)
+    s_name, s_params = component_params(raw, "scenario", registry)
+    env = _environment(top, Path(DEFAULT_RESULTS), Reporter(progress))
+    data = build_scenario_by_name(registry, s_name, s_params, env, seed=0)
+    if data.pool_spec is None or isinstance(data.pool_spec, PoolSource):
+        raise DfmlError(f"scenario '{data.name}' has no pool of its own to serve; serve a scenario with a built pool.")
+    limits = ServeLimits(int(max_request_mb * 2**20), rate, burst, None if budget is None else int(budget))
+    plan = FaultPlan(fail_fraction, fault_seed, tuple(f.strip() for f in faults.split(",") if f.strip()))
+    api_pool = open_pool(data, registry, env, resolve_device(env.device))
+    console = _stderr()
+    server = PoolServer(api_pool, data.output, host=host, port=port, token=token, limits=limits, faults=plan)
+    if not token and host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it may "
+                      "query (and spend) these APIs.", highlight=False)
+    try:
+        console.print(f"serving {len(api_pool)} APIs of pool {api_pool.root.name} ({data.output}) at {server.url} "
+                      "(Ctrl-C stops)", highlight=False, soft_wrap=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print(f"stopped; images answered per API: {server.usage()}", highlight=False, soft_wrap=True)
+    finally:
+        server.close()
+        api_pool.close()
 
 
 @pool.command("ls")

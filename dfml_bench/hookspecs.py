@@ -35,6 +35,7 @@ COMPONENT_HOOKS: dict[str, str] = {
     "estimator": "register_estimators",
     "recoverer": "register_recoverers",
     "replay": "register_replay_strategies",
+    "pool": "register_pools",
 }
 
 
@@ -60,8 +61,8 @@ def register_methods(register: Any) -> None:
     """Register methods: ``factory(params, context) -> dfml_bench.interfaces.Method``.
 
     Metadata keywords: ``access`` ("none", "black", "white" or "real_data"),
-    ``data_free`` (bool), ``uses`` (component kinds it reads, e.g. ("architecture",
-    "meta_learner")).
+    ``data_free`` (bool), ``queries`` (a short text: its default use of the query budget),
+    ``uses`` (component kinds it reads, e.g. ("architecture", "meta_learner")).
     """
 
 
@@ -98,6 +99,17 @@ def register_recoverers(register: Any) -> None:
 @hookspec
 def register_replay_strategies(register: Any) -> None:
     """Register replay strategies: ``factory(params) -> dfml_bench.interfaces.ReplayStrategy``."""
+
+
+@hookspec
+def register_pools(register: Any) -> None:
+    """Register sources of pools served elsewhere: ``factory(params, scenario, device) -> pool``.
+
+    A scenario selects one with ``pool: {kind: NAME, ...params}``. The pool answers ``len(pool)``,
+    ``pool.info(i) -> APIInfo``, ``pool.api(i, ledger, output=..., white_box=...) -> BlackBoxAPI``
+    and ``pool.close()``, like :class:`dfml_bench.pool.APIPool`, and charges ``ledger`` once per
+    image queried.
+    """
 
 
 @hookspec

@@ -80,13 +80,26 @@ class RecoveredSet:
 
 
 class DataRecoverer(abc.ABC):
-    """Inverts one API into labelled images, optionally pushing them toward a student's boundary."""
+    """Inverts one API into labelled images, optionally pushing them toward a student's boundary.
+
+    A recoverer may keep state across calls (e.g. per-API learnable images); it then returns it
+    from `state_dict` (tensors and plain data only) so checkpoints resume it.
+    """
 
     @abc.abstractmethod
-    def recover(self, api: Any, estimator: GradientEstimator, per_class: int, image_size: int,
+    def recover(self, api: Any, estimator: GradientEstimator | None, per_class: int, image_size: int,
                 generator: torch.Generator,
                 student: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RecoveredSet:
-        """Recover `per_class` images for each of the API's classes at `image_size` px."""
+        """Recover `per_class` images for each of the API's classes at `image_size` px.
+
+        `estimator` is None for white-box recoverers that differentiate through the API themselves.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
 
 
 @dataclasses.dataclass

@@ -102,15 +102,17 @@ class RunJob:
     unpickled in a worker it loads the registry once per process and logs one line per run.
     """
 
-    def __init__(self, registry: Any = None, strict: bool | None = None):
+    def __init__(self, registry: Any = None, strict: bool | None = None, quiet: bool = False):
         self._registry = registry
         self.strict = strict
+        self.quiet = quiet  # no outcome lines (a live grid display prints them)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"strict": self.strict}
+        return {"strict": self.strict, "quiet": self.quiet}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.strict = state["strict"]
+        self.quiet = state.get("quiet", False)
         self._registry = None
 
     def __call__(self, job: Job) -> Outcome:
@@ -119,7 +121,8 @@ class RunJob:
         console = Reporter(False).console  # the progress bars' console: lines print above them
 
         def log(line: str) -> None:
-            console.print(line, highlight=False, soft_wrap=True, markup=False)
+            if not self.quiet:
+                console.print(line, highlight=False, soft_wrap=True, markup=False)
 
         in_process = self._registry is not None
         t0 = time.perf_counter()

@@ -70,6 +70,17 @@ class PoolSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class PoolSource:
+    """A pool served elsewhere, opened by the `pool` component `kind` with its `params`.
+
+    A scenario gives one as its ``pool_spec`` instead of a :class:`PoolSpec` (e.g. ``kind="http"``).
+    """
+
+    kind: str
+    params: Any
+
+
+@dataclasses.dataclass(frozen=True)
 class _Job:
     index: int
     api_id: str
@@ -261,10 +272,22 @@ def _train_api(job: _Job, registry: Any) -> tuple[int, float, int]:
 
 def build_pool(spec: PoolSpec, datasets: Sequence[FewShotDataset], registry: Any, pool_dir: Path,
                workers: int = 2, progress: Callable[..., Any] | None = None) -> Path:
-    """Train every API of the pool (skipping nothing: a pool is built whole) and write its manifest."""
+    """Train every API of the pool (skipping nothing: a pool is built whole) and write its manifest.
+
+    Builds are locked per pool (``<hash>.lock`` beside it): a second process building the same
+    pool waits, then finds the manifest and trains nothing.
+    """
     root = Path(pool_dir) / pool_hash(spec, datasets)
     if (root / MANIFEST).exists():
         return root
+    with store.exclusive_lock(root.with_name(f"{root.name}.lock")):
+        if (root / MANIFEST).exists():  # built by the process we waited for
+            return root
+        return _build_pool_locked(spec, datasets, registry, root, workers, progress)
+
+
+def _build_pool_locked(spec: PoolSpec, datasets: Sequence[FewShotDataset], registry: Any, root: Path,
+                       workers: int, progress: Callable[..., Any] | None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(spec, datasets, registry, root)
     t0 = time.perf_counter()

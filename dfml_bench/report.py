@@ -110,6 +110,52 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+_HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #222; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
+table { border-collapse: collapse; margin: 1rem 0; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.35rem 0.8rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; } td strong { color: #1a7f37; }
+.note { color: #555; font-size: 0.9rem; }
+figure { margin: 1.5rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9rem; }
+"""
+
+
+def to_html(rows: list[dict[str, Any]], plots: Iterable[Any] = (), title: str = "dfml-bench results") -> str:
+    """One self-contained HTML page: the table, then each plot (``dfml_bench.plots.Plot``) as an
+    embedded base64 PNG. Nothing is fetched from elsewhere (no external scripts, styles or images)."""
+    import base64
+    import html
+
+    bold = ("\x00b", "\x00/b")
+    header, body = wide(rows, bold)
+
+    def cell(text: str) -> str:
+        return html.escape(text).replace(bold[0], "<strong>").replace(bold[1], "</strong>")
+
+    parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
+             f"<style>{_HTML_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+             "<p class=\"note\">5-way accuracy (%) ± 95% CI per method × scenario × shots; the best data-free "
+             "result of each column is in bold green. Oracle rows use real training data: upper bounds, not "
+             "data-free results.</p>",
+             "<table id=\"results\"><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+             + "</tr></thead><tbody>"]
+    parts += ["<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in body]
+    parts.append("</tbody></table>")
+    plots = list(plots)
+    if plots:
+        parts.append("<h2>Figures</h2>")
+    for p in plots:
+        data = base64.b64encode(p.png).decode("ascii")
+        parts.append(f"<figure id=\"{html.escape(p.name)}\"><img alt=\"{html.escape(p.caption)}\" "
+                     f"src=\"data:image/png;base64,{data}\"><figcaption>{html.escape(p.caption)}</figcaption></figure>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
 def to_rich(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import os
+import random
 import resource
 import time
 from collections.abc import Mapping
@@ -107,7 +109,11 @@ class _Events:
 
 
 def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environment) -> dict[str, Any]:
-    """Run one resolved config to completion (or return its stored result if already done)."""
+    """Run one resolved config to completion (or return its stored result if already done).
+
+    The run directory is locked while the run executes: another process given the same
+    config waits for it, then returns its stored result (the work is done once).
+    """
     path = run_path(env, resolved)
     done = store.read_result(path)
     if done is not None:
@@ -118,8 +124,25 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
     except OSError as exc:
         raise StoreError(f"cannot create run directory '{path}' ({exc.strerror}); make the results directory "
                          "writable or pass another --results.") from None
+    waiting = lambda: env.reporter.log(f"waiting for another process that is running {path.name}")  # noqa: E731
+    with store.exclusive_lock(path / store.LOCK_FILE, on_wait=waiting):
+        done = store.read_result(path)  # finished by the process we waited for
+        if done is not None:
+            done["skipped"] = True
+            return done
+        return _execute_locked(resolved, registry, env, path)
+
+
+def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Environment, path: Path) -> dict[str, Any]:
+    """The body of :func:`execute_run`, run while holding the run directory's lock."""
     store.write_config(path / store.CONFIG_FILE, resolved)
     device = resolve_device(env.device)
+    ckpt_path = path / store.CHECKPOINT_FILE
+    ckpt = _load_checkpoint(ckpt_path, device)
+    # before any logger opens its files: logs written after the checkpoint (or by an attempt that
+    # never checkpointed) are cut off, so a resumed run's logs equal an uninterrupted run's
+    if ckpt is None or "logs" in ckpt:
+        store.rewind_logs(path, ckpt["logs"] if ckpt is not None else {})
     info = RunInfo(run_id(resolved), path, resolved)
     loggers = [registry.build("logger", name, None, path) for name in env.loggers]
     events = _Events(registry, info, loggers)
@@ -193,22 +216,18 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
     best_state, best_val, best_iter = None, float("-inf"), 0
     start = 0
     metrics_path = path / store.METRICS_FILE
-    ckpt_path = path / store.CHECKPOINT_FILE
-    if method.trains and ckpt_path.exists():
-        try:  # weights_only: a checkpoint holding anything but tensors and plain data is refused, never run
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    if method.trains and ckpt is not None:
+        try:
             model.load_state_dict(ckpt["model"])
             method.load_state_dict(ckpt["method"])
             best_state, best_val, best_iter, start = ckpt["best_state"], ckpt["best_val"], ckpt["best_iter"], ckpt["iteration"]
-            torch.set_rng_state(ckpt["rng_cpu"])
+            _set_rng_states(ckpt["rng"], device)
             ledger.load_state_dict(ckpt["ledger"])
         except Exception as exc:  # truncated, tampered, foreign objects, another version's layout, ...
             raise StoreError(f"checkpoint '{ckpt_path}' cannot be loaded ({type(exc).__name__}: it is corrupt, "
                              "tampered with or from an incompatible version); delete it to restart this run "
                              "from scratch.") from None
         reporter.log(f"resuming {path.name} at meta-iteration {start}")
-    elif metrics_path.exists():
-        metrics_path.unlink()  # a run without checkpoint restarts from scratch
 
     iterations = train.meta_iterations if method.trains else 0
     stopped = None
@@ -238,9 +257,12 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
                 iterations = it
                 break
             if is_val and it < iterations:
+                buf = io.BytesIO()  # written atomically: a crash mid-save never leaves a torn checkpoint
                 torch.save({"model": model.state_dict(), "method": method.state_dict(), "best_state": best_state,
                             "best_val": best_val, "best_iter": best_iter, "iteration": it + 1,
-                            "rng_cpu": torch.get_rng_state(), "ledger": ledger.state_dict()}, ckpt_path)
+                            "rng": _rng_states(device), "ledger": ledger.state_dict(),
+                            "logs": store.log_sizes(path)}, buf)
+                store.atomic_write_bytes(ckpt_path, buf.getvalue())
             if it < iterations:
                 advance(1, **{k: v for k, v in record.items() if k in ("loss", "train_acc", "val_acc")})
 
@@ -292,12 +314,57 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
     return result
 
 
+def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
+    """A run's checkpoint, or None without one; a checkpoint that cannot be loaded is a StoreError."""
+    if not path.exists():
+        return None
+    try:  # weights_only: a checkpoint holding anything but tensors and plain data is refused, never run
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(ckpt, dict):
+            raise TypeError(type(ckpt).__name__)
+        return ckpt
+    except Exception as exc:  # truncated, tampered, foreign objects, ...
+        raise StoreError(f"checkpoint '{path}' cannot be loaded ({type(exc).__name__}: it is corrupt, "
+                         "tampered with or from an incompatible version); delete it to restart this run "
+                         "from scratch.") from None
+
+
+def _rng_states(device: torch.device) -> dict[str, Any]:
+    """Every global RNG a run may draw from: torch (CPU, and the run's CUDA device), Python, NumPy.
+
+    Generators owned by components are saved by their ``state_dict``.
+    """
+    import numpy as np
+
+    kind, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                             "numpy": [kind, torch.from_numpy(key.astype("int64")), pos, has_gauss, gauss]}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_states(state: Mapping[str, Any], device: torch.device) -> None:
+    """Restore what :func:`_rng_states` returned."""
+    import numpy as np
+
+    torch.set_rng_state(state["torch"].cpu())  # map_location may have moved it
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, key.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
 def open_pool(scenario: ScenarioData, registry: Registry, env: Environment, device: torch.device) -> Any:
     """Build the scenario's API pool if it is not cached yet (progress bar), then open it."""
-    from dfml_bench.pool import APIPool, build_pool, plan_size
+    from dfml_bench.pool import APIPool, PoolSource, build_pool, plan_size
 
     if scenario.pool_spec is None:
         return None
+    if isinstance(scenario.pool_spec, PoolSource):  # served elsewhere: opened by a `pool` plugin
+        return registry.build("pool", scenario.pool_spec.kind, scenario.pool_spec.params, scenario, device)
     with env.reporter.task(f"build API pool ({scenario.name})", plan_size(scenario.pool_spec, scenario.datasets)) as advance:
         root = build_pool(scenario.pool_spec, scenario.datasets, registry, env.resolved_pool_dir(),
                           workers=env.workers, progress=advance)

@@ -4,14 +4,18 @@ A run directory holds ``config.yaml`` (resolved config), ``metrics.jsonl`` (one 
 log step), ``checkpoint.pt`` (for resuming) and, once finished, ``result.json`` (the done
 marker). A run that raised holds ``error.json`` instead (the failed marker; removed when a
 re-run succeeds). Every whole-file write is atomic: written to a temporary file, then renamed.
+A process executing a run holds ``.lock`` (see :func:`exclusive_lock`), so two processes given
+the same run never write into the same directory at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 RUNS_DIR = "runs"
+LOCK_FILE = ".lock"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -72,6 +77,65 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
             fh.flush()
     except OSError as exc:
         raise _unwritable(path, exc) from None
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (created if needed) for the ``with`` block.
+
+    An advisory ``flock``: a second holder waits (``on_wait`` is called once when it has to).
+    The kernel drops the lock when its holder exits, even by a crash or kill, so a lock is
+    never stale and the lock file is left in place. Works across machines on NFSv4 (Linux).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+_STORE_FILES = frozenset({RESULT_FILE, ERROR_FILE, CONFIG_FILE, CHECKPOINT_FILE})
+
+
+def _log_files(run_path: Path) -> Iterator[Path]:
+    """Files a run writes while it trains (metrics, loggers' outputs, artifacts): every plain,
+    non-hidden file of its directory except the store's own (config, checkpoint, result, error)."""
+    if run_path.is_dir():
+        for path in sorted(run_path.iterdir()):
+            if path.is_file() and not path.name.startswith(".") and path.name not in _STORE_FILES:
+                yield path
+
+
+def log_sizes(run_path: Path) -> dict[str, int]:
+    """Sizes of a run's log files now (saved with each checkpoint, for :func:`rewind_logs`)."""
+    return {path.name: path.stat().st_size for path in _log_files(run_path)}
+
+
+def rewind_logs(run_path: Path, sizes: Mapping[str, int]) -> None:
+    """Cut a run's log files back to `sizes` (taken with the checkpoint it resumes from).
+
+    Appended logs lose what was written after the checkpoint (so nothing is logged twice),
+    files created after it are removed; ``{}`` removes them all (a restart from scratch).
+    """
+    for path in _log_files(run_path):
+        size = sizes.get(path.name)
+        try:
+            if size is None:
+                path.unlink()
+            elif path.stat().st_size > size:
+                os.truncate(path, size)
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
 
 
 def run_dir(results_root: Path, label: str, run_hash: str) -> Path:

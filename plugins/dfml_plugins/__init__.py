@@ -42,6 +42,9 @@ def register_meta_learners(register: Any) -> None:
              help="MAML with cross-entropy; second order unless first_order=true")
     register("kd", "dfml_plugins.meta_learners.kd:BilevelKD", params=P.KDParams,
              help="bi-level KD: inner KD on the support set (API outputs cached), outer KD on the query set")
+    register("protonet", "dfml_plugins.meta_learners.protonet:ProtoNet", params=P.ProtoNetParams,
+             help="ProtoNet: negative squared distances to support-feature means as logits (soft means and KD "
+                  "with teacher probabilities)")
 
 
 @hookimpl
@@ -50,6 +53,10 @@ def register_recoverers(register: Any) -> None:
              help="generator inversion with per-sample augmentation, keeps the lowest true-loss batch")
     register("noise", "dfml_plugins.recoverers.generator:NoiseRecoverer", params=P.NoiseRecovererParams,
              help="uniform noise labelled by the API (a floor)")
+    register("deepinversion", "dfml_plugins.recoverers.deepinversion:DeepInversionRecoverer",
+             params=P.DeepInversionParams,
+             help="white-box DeepInversion: learnable pixels, CE + TV + BatchNorm statistics + L2, jitter; "
+                  "persistent per API (PURER)")
 
 
 @hookimpl
@@ -62,24 +69,54 @@ def register_replay_strategies(register: Any) -> None:
 
 @hookimpl
 def register_methods(register: Any) -> None:
+    # Metadata of every method: `access` (none / black / white / real_data), `data_free`, and
+    # `queries`, its default use of the query budget (K classes per API; q, iterations and
+    # per_class are the estimator's, recoverer's and method's parameters).
+    zo = "per API task: 2 sets x (iterations x K*per_class x ({}) + K*per_class); replay tasks: none"
     register("random", "dfml_plugins.methods.random_init:RandomInit", params=None,
              help="randomly initialised meta model, only adapted at test time (a floor)",
-             access="none", data_free=True, uses=("architecture",))
+             access="none", data_free=True, queries="none", uses=("architecture",))
     register("maml_oracle", "dfml_plugins.methods.maml_oracle:MamlOracle", params=None,
              help="MAML on the REAL meta-train images: an upper bound, NOT data-free",
-             access="real_data", data_free=False, uses=("architecture", "meta_learner"))
+             access="real_data", data_free=False, queries="none (real images, no APIs)",
+             uses=("architecture", "meta_learner"))
+    register("maml_oracle_proto", "dfml_plugins.methods.oracle_learner:OracleWithLearner",
+             params=P.OracleLearnerParams,
+             help="the oracle with a ProtoNet meta-learner (`learner` swaps it): upper bound, NOT data-free",
+             access="real_data", data_free=False, queries="none (real images, no APIs)", uses=("architecture",))
     bidf = "dfml_plugins.methods.bidf_mkd:BidfMkd"
-    for name, params, access, text in (
-            ("bidf_mkd", P.BidfMkdParams, "black", "BiDf-MKD: zero-order inversion, bi-level KD, boundary queries, replay"),
-            ("bidf_mkd_fo", P.BidfMkdFOParams, "black", "BiDf-MKD with first-order inner loops"),
-            ("bidf_mkd_wb", P.BidfMkdWBParams, "white", "BiDf-MKD with true gradients (white-box DFML reference)"),
-            ("bidf_mkd_no_boundary", P.BidfMkdNoBoundaryParams, "black", "ablation: no boundary query-set term"),
-            ("bidf_mkd_no_replay", P.BidfMkdNoReplayParams, "black", "ablation: no task-memory replay"),
-            ("bidf_mkd_central", P.BidfMkdCentralParams, "black", "ablation: antithetic (central) estimator")):
-        register(name, bidf, params=params, help=text, access=access, data_free=True, uses=("architecture",))
+    for name, params, access, text, queries in (
+            ("bidf_mkd", P.BidfMkdParams, "black", "BiDf-MKD: zero-order inversion, bi-level KD, boundary queries, replay",
+             zo.format("q+1")),
+            ("bidf_mkd_fo", P.BidfMkdFOParams, "black", "BiDf-MKD with first-order inner loops", zo.format("q+1")),
+            ("bidf_mkd_wb", P.BidfMkdWBParams, "white", "BiDf-MKD with true gradients (white-box DFML reference)",
+             zo.format("1 white-box forward")),
+            ("bidf_mkd_no_boundary", P.BidfMkdNoBoundaryParams, "black", "ablation: no boundary query-set term",
+             zo.format("q+1")),
+            ("bidf_mkd_no_replay", P.BidfMkdNoReplayParams, "black", "ablation: no task-memory replay",
+             zo.format("q+1") + " (every task is an API task)"),
+            ("bidf_mkd_central", P.BidfMkdCentralParams, "black", "ablation: antithetic (central) estimator",
+             zo.format("2q+1")),
+            ("bidf_mkd_proto", P.BidfMkdProtoParams, "black", "BiDf-MKD with ProtoNet meta-learners (API and replay "
+             "tasks)", zo.format("q+1"))):
+        register(name, bidf, params=params, help=text, access=access, data_free=True, queries=queries,
+                 uses=("architecture",))
     register("average", "dfml_plugins.methods.average:AverageAPIs", params=None,
              help="parameter mean of all APIs (white-box; one architecture only, so SS)",
-             access="white", data_free=True, uses=("architecture",))
+             access="white", data_free=True, queries="none (reads API weights)", uses=("architecture",))
+    purer = "per task: (iterations + 1) x K*per_class white-box forwards"
+    register("purer", "dfml_plugins.methods.purer:Purer", params=P.PurerParams,
+             help="PURER: persistent DeepInversion pixels per API class, MAML on their episodes, adversarial "
+                  "episode curriculum (white-box)",
+             access="white", data_free=True, queries=purer, uses=("architecture",))
+    register("purer_fo", "dfml_plugins.methods.purer:Purer", params=P.PurerFOParams,
+             help="PURER with a first-order inner loop", access="white", data_free=True, queries=purer,
+             uses=("architecture",))
+    register("kd", "dfml_plugins.methods.kd_distill:KDDistill", params=P.KDDistillParams,
+             help="data-free multi-teacher KD of every API into the meta model over its classes; no meta-learning",
+             access="black", data_free=True,
+             queries="every recover_every meta-iterations: meta_batch_size x (iterations x K*per_class x (q+1) "
+                     "+ K*per_class)", uses=("architecture",))
 
 
 @hookimpl
@@ -112,6 +149,12 @@ def register_launchers(register: Any) -> None:
     register("slurm", "dfml_plugins.launchers.slurm:SlurmLauncher", params=P.SlurmLauncherParams,
              help="a Slurm job array through submitit (`executor=local`: submitit's LocalExecutor); "
                   "needs dfml-bench[slurm]")
+
+
+@hookimpl
+def register_pools(register: Any) -> None:
+    register("http", "dfml_plugins.pools.http:HttpPool", params=P.HttpPoolParams,
+             help="APIs served by `dfml-bench pool serve` (retries with backoff; each image counted once)")
 
 
 @hookimpl

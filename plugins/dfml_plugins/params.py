@@ -36,6 +36,12 @@ ALL_GLYPHS = ["glyphs[domain=letters]", "glyphs[domain=symbols]", "glyphs[domain
 ALL_ARCHS = ["conv4", "resnet10", "resnet18"]
 
 
+def _pool_check(value: dict) -> str | None:
+    if value and not (isinstance(value.get("kind"), str) and value["kind"]):
+        return "needs a 'kind' naming a pool plugin (e.g. kind: http)"
+    return None
+
+
 @dataclass
 class ScenarioParams:
     """A pool of APIs: datasets x API architectures x apis_per_cell (PROTOCOL.md sections 1-2)."""
@@ -56,6 +62,8 @@ class ScenarioParams:
     api_optimizer: str = param("auto", "auto | adam | sgd", choices=("auto", "adam", "sgd"))
     api_shift: int = param(0, "random translation (px) of API training images; 0 = none, as PROTOCOL.md")
     label: str = param("", "name shown in tables (default: the scenario's own name)")
+    pool: dict = param({}, "a pool served elsewhere instead of a built one: {kind: http, url: ..., ...} "
+                       "(`dfml-bench list pool`); the pool parameters above are then unused", check=_pool_check)
 
 
 @dataclass
@@ -194,6 +202,68 @@ class BidfMkdCentralParams(BidfMkdParams):
 
 
 @dataclass
+class BidfMkdProtoParams(BidfMkdParams):
+    api_learner: str = param("protonet", "meta-learner of API tasks (ProtoNet: distances as student logits)",
+                             component="meta_learner")
+    replay_learner: str = param("protonet", "meta-learner of replay tasks (ProtoNet on the recovery labels)",
+                                component="meta_learner")
+
+
+@dataclass
+class ProtoNetParams:
+    inner_steps: int = param(0, "SGD steps from the prototype head (0: a plain ProtoNet; >0: Proto-MAML)", min=0)
+    inner_lr: float = param(0.01, "step size of those steps", min=0, exclusive_min=True)
+    first_order: bool = param(False, "drop second-order terms of those steps (prototypes stay exact)")
+
+
+@dataclass
+class DeepInversionParams:
+    iterations: int = param(1, "inversion steps per recover call (PURER: one per task, on the drawn API's images)", min=1)
+    persistent: bool = param(True, "keep each API's pixels and optimiser across calls (PURER); false: fresh "
+                             "pixels per call")
+    lr: float = param(0.05, "Adam learning rate of the pixel logits (images = sigmoid(logits))", min=0,
+                      exclusive_min=True)
+    tv: float = param(1e-4, "weight of the total-variation prior (PROTOCOL.md section 10)", min=0)
+    bn: float = param(0.01, "weight of BatchNorm-statistics matching (skipped for APIs without BatchNorm)", min=0)
+    l2: float = param(1e-5, "weight of the L2 prior", min=0)
+    jitter: int = param(2, "random per-sample translation, +- px", min=0)
+    flip: bool = param(True, "random horizontal flips")
+    student_weight: float = param(1.0, "weight of the adversarial term against a student (the curriculum)", min=0)
+
+
+@dataclass
+class PurerParams:
+    recoverer: str = param("deepinversion", "data recoverer of the learnable images", component="recoverer")
+    learner: str = param("maml", "meta-learner of the pseudo tasks", component="meta_learner")
+    per_class: int = param(20, "learnable images per API class", min=1)
+    curriculum: bool = param(True, "adversarial episode curriculum: images pushed to where the adapted meta "
+                             "model errs while the API still agrees")
+    curriculum_start: int = param(0, "meta-iteration from which the curriculum term is on", min=0)
+    first_order: bool = param(False, "first-order inner loop")
+
+
+@dataclass
+class PurerFOParams(PurerParams):
+    first_order: bool = param(True, "first-order inner loop")
+
+
+@dataclass
+class KDDistillParams:
+    estimator: str = param("zo_forward", "gradient estimator of the API inversion", component="estimator")
+    recoverer: str = param("generator", "data recoverer that inverts an API", component="recoverer")
+    per_class: int = param(30, "images recovered per API class", min=1)
+    recover_every: int = param(1, "recover new sets every this many meta-iterations; in between, distil again "
+                               "on kept sets (their API outputs are cached: no queries)", min=1)
+    keep: int = param(32, "recovered sets kept (with their API outputs) for reuse", min=1)
+    temperature: float = param(1.0, "softmax temperature of teacher and student", min=0, exclusive_min=True)
+
+
+@dataclass
+class OracleLearnerParams:
+    learner: str = param("protonet", "meta-learner trained on the real episodes", component="meta_learner")
+
+
+@dataclass
 class LocalLauncherParams:
     workers: int = param(1, "runs executed at once, each in its own process (1: one after another, in this process)",
                         min=1)
@@ -222,3 +292,21 @@ class SlurmLauncherParams:
     mem_gb: float | None = param(None, "memory per run in GB (None: the cluster's default)", min=0, exclusive_min=True)
     array_parallelism: int = param(32, "most runs of the job array running at once", min=1)
     folder: str = param("", "submitit's job and log folder (empty: RESULTS/slurm)")
+
+
+def _url_check(value: str) -> str | None:
+    return None if value.startswith(("http://", "https://")) else "must be an http:// or https:// URL"
+
+
+@dataclass
+class HttpPoolParams:
+    url: str = param("http://127.0.0.1:8765", "base URL of a pool served by `dfml-bench pool serve`",
+                     check=_url_check)
+    token_env: str = param("", "environment variable holding the server's bearer token (empty: no token); "
+                           "the token itself never goes into a config")
+    timeout_s: float = param(30.0, "seconds one HTTP attempt may take", min=0, exclusive_min=True)
+    deadline_s: float = param(300.0, "seconds one request may take with all its retries before the run fails",
+                              min=0, exclusive_min=True)
+    max_batch: int = param(4096, "most images per HTTP request (a query is split into requests)", min=1)
+    backoff_s: float = param(0.1, "wait before the first retry; doubles per retry, with jitter", min=0)
+    max_backoff_s: float = param(10.0, "longest wait between retries (a server's Retry-After may be longer)", min=0)

@@ -7,7 +7,7 @@ from typing import Any
 from dfml_bench.errors import ConfigError
 from dfml_bench.interfaces import ScenarioContext, ScenarioData
 from dfml_bench.params import build_params
-from dfml_bench.pool import PoolSpec, TrainRecipe
+from dfml_bench.pool import PoolSource, PoolSpec, TrainRecipe
 from dfml_bench.selection import parse_selection
 
 
@@ -37,10 +37,19 @@ def _scenario(name: str, params: Any, ctx: ScenarioContext) -> ScenarioData:
         raise ConfigError("apis_per_cell must be >= 1 and classes_per_api >= 2.")
     recipe = TrainRecipe(epochs=params.api_epochs, batch_size=params.api_batch_size, lr=params.api_lr,
                          optimizer=params.api_optimizer, shift=params.api_shift)
-    spec = PoolSpec(tuple(params.architectures), params.apis_per_cell, params.classes_per_api,
-                    params.pool_seed, recipe)
+    spec: PoolSpec | PoolSource = PoolSpec(tuple(params.architectures), params.apis_per_cell,
+                                           params.classes_per_api, params.pool_seed, recipe)
+    if params.pool:
+        spec = _pool_source(name, params.pool, ctx)
     return ScenarioData(params.label or name, _datasets(params.datasets, ctx), pool_spec=spec,
                         access=params.access, output=params.output)
+
+
+def _pool_source(name: str, pool: dict[str, Any], ctx: ScenarioContext) -> PoolSource:
+    """`pool: {kind: K, ...}`: a pool served elsewhere, opened by the `pool` plugin K."""
+    values = dict(pool)
+    comp = ctx.registry.get("pool", str(values.pop("kind")))
+    return PoolSource(comp.name, build_params(comp.params, values, f"scenario {name}.pool '{comp.name}'"))
 
 
 def build_ss(params: Any, ctx: ScenarioContext) -> ScenarioData:

@@ -13,6 +13,8 @@ budget, not a constant.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dfml_bench.errors import AccessError
@@ -23,6 +25,8 @@ from dfml_plugins.params import WhiteBoxEstimatorParams, ZOParams
 class _ZeroOrder(GradientEstimator):
     #: antithetic pairs (central difference) or one-sided (forward difference)
     central = False
+    #: keep the points and directions tensors between chunks and calls (benchmarks/zo_estimator.py)
+    reuse_buffers = True
 
     def __init__(self, params: ZOParams, seed: int = 0):
         if params.q < 1 or params.mu <= 0:
@@ -30,6 +34,7 @@ class _ZeroOrder(GradientEstimator):
         self.p = params
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._buffers: dict[str, torch.Tensor] = {}
 
     def _generator(self, device: torch.device) -> torch.Generator:
         g = self._generators.get(device)
@@ -39,44 +44,89 @@ class _ZeroOrder(GradientEstimator):
             self._generators[device] = g
         return g
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The direction generators' states, by device (for checkpoints)."""
+        return {str(device): g.get_state() for device, g in self._generators.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_dict` returned."""
+        for device, value in state.items():
+            self._generator(torch.device(device)).set_state(value.cpu())
+
     @property
     def points_per_image(self) -> int:
         return 2 * self.p.q + 1 if self.central else self.p.q + 1
 
+    def chunks(self, d: int, element_size: int = 4) -> tuple[int, int]:
+        """(images, directions) per API call so that one call's input batch fits the memory budget.
+
+        Whole images with all their perturbations while they fit; beyond that (large q or big
+        images) one image per call with its directions split, so the peak stays bounded in q.
+        """
+        budget = self.p.memory_mb << 20
+        per_point = d * element_size
+        images = budget // (self.points_per_image * per_point)
+        if images >= 1:
+            return images, self.p.q
+        sides = 2 if self.central else 1
+        return 1, max(1, (budget // per_point - 1) // sides)
+
     def images_per_call(self, d: int, element_size: int = 4) -> int:
-        """Whole images (with all their perturbations) that fit the memory budget in one call."""
-        per_image = self.points_per_image * d * element_size
-        return max(1, (self.p.memory_mb << 20) // per_image)
+        """Whole images (with all their perturbations) per call; 1 when an image's directions are split."""
+        return self.chunks(d, element_size)[0]
+
+    def _buffer(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A work tensor kept across chunks and calls (no re-allocation and page faults per chunk)."""
+        numel = math.prod(shape)
+        if not self.reuse_buffers:
+            return torch.empty(shape, device=like.device, dtype=like.dtype)
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.device != like.device or buf.dtype != like.dtype:
+            self._buffers.pop(name, None)
+            buf = self._buffers[name] = torch.empty(numel, device=like.device, dtype=like.dtype)
+        return buf[:numel].view(shape)
 
     @torch.no_grad()
     def estimate(self, api: object, x: torch.Tensor, loss_fn: PerSampleLoss) -> Estimate:
         b = x.shape[0]
         d = x[0].numel()
-        q, mu, m = self.p.q, self.p.mu, self.points_per_image
+        q, mu, sides = self.p.q, self.p.mu, 2 if self.central else 1
         gen = self._generator(x.device)
+        flat = x.reshape(b, d)
         losses = torch.empty(b, device=x.device)
-        grads = torch.empty_like(x)
-        step = self.images_per_call(d, x.element_size())
-        for start in range(0, b, step):
-            xs = x[start:start + step]
+        grads = torch.empty(b, 1, d, device=x.device, dtype=x.dtype)
+        n_img, n_dir = self.chunks(d, x.element_size())
+        scale = (d / (2 * q) if self.central else d / q) / mu
+        for start in range(0, b, n_img):
+            xs = flat[start:start + n_img].unsqueeze(1)
             n = xs.shape[0]
-            u = torch.randn(n, q, d, device=x.device, dtype=x.dtype, generator=gen)
-            u /= u.norm(dim=2, keepdim=True)
-            base = xs.reshape(n, 1, d)
-            parts = [base, base + mu * u]
-            if self.central:
-                parts.append(base - mu * u)
-            points = torch.cat(parts, dim=1).view(n * m, *x.shape[1:])
-            scores = api.query(points)  # one call: base point and perturbations together
-            index = torch.arange(start, start + n, device=x.device).repeat_interleave(m)
-            f = loss_fn(points, scores, index).view(n, m)
-            if self.central:
-                diff, scale = f[:, 1:q + 1] - f[:, q + 1:], d / (2 * q)
-            else:
-                diff, scale = f[:, 1:] - f[:, :1], d / q
-            grads[start:start + n] = torch.bmm((diff * (scale / mu)).unsqueeze(1), u).view(n, *x.shape[1:])
-            losses[start:start + n] = f[:, 0]
-        return Estimate(losses, grads)
+            for j in range(0, q, n_dir):
+                k = min(n_dir, q - j)
+                first = j == 0  # the base point rides in the same call as the first directions
+                u = torch.randn(n, k, d, generator=gen, out=self._buffer("u", (n, k, d), x))
+                u /= u.norm(dim=2, keepdim=True)
+                m = int(first) + sides * k
+                points = self._buffer("points", (n, m, d), x)
+                if first:
+                    points[:, 0] = xs[:, 0]
+                for side, sign in enumerate((mu, -mu)[:sides]):
+                    block = points[:, int(first) + side * k:int(first) + (side + 1) * k]
+                    torch.mul(u, sign, out=block).add_(xs)  # x + mu u (and x - mu u), no temporaries
+                inputs = points.view(n * m, *x.shape[1:])
+                scores = api.query(inputs)  # base point and perturbations in one call
+                index = torch.arange(start, start + n, device=x.device).repeat_interleave(m)
+                f = loss_fn(inputs, scores, index).view(n, m)
+                if first:
+                    losses[start:start + n] = f[:, 0]
+                    f0 = f[:, :1]
+                f = f[:, int(first):]
+                diff = f[:, :k] - f[:, k:] if self.central else f - f0
+                out = grads[start:start + n]
+                if first:
+                    torch.bmm((diff * scale).unsqueeze(1), u, out=out)
+                else:
+                    out.baddbmm_((diff * scale).unsqueeze(1), u)
+        return Estimate(losses, grads.view_as(x))
 
 
 class ZOForward(_ZeroOrder):

@@ -147,14 +147,21 @@ class BidfMkd(Method):
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "memory": self.memory.state_dict(),
                 "schedule": [self.best_acc, self.since_best, self.api_next],
-                "generator": self.generator.get_state(), "cpu_generator": self.cpu_generator.get_state()}
+                "generator": self.generator.get_state(), "cpu_generator": self.cpu_generator.get_state(),
+                # the estimator's own seeded generators (zero-order directions), when it has any
+                "estimator": self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else {},
+                "last_images": self.last_images}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.memory.load_state_dict(state["memory"])
         self.best_acc, self.since_best, self.api_next = state["schedule"]
-        self.generator.set_state(state["generator"])
-        self.cpu_generator.set_state(state["cpu_generator"])
+        self.generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
+        self.cpu_generator.set_state(state["cpu_generator"].cpu())
+        if state.get("estimator") and hasattr(self.estimator, "load_state_dict"):
+            self.estimator.load_state_dict(state["estimator"])
+        last = state.get("last_images")
+        self.last_images = last.cpu() if last is not None else None
 
     def save_artifacts(self, run_dir: Path) -> None:
         """A PNG grid of the last recovered support set."""

@@ -1,0 +1,84 @@
+"""Shared helpers of the benchmarks: side-by-side timing and peak memory of a piece of work.
+
+Timing: one warm-up per function, then rounds in rotating order, median per function, so that
+a shared machine's load hits every candidate alike (ratios are what count, not seconds).
+Memory: on CUDA, torch's allocator peak; on CPU, the process's peak RSS above its RSS before
+the work (`ru_maxrss` is a high-water mark, so each measured piece runs in a fresh subprocess).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def side_by_side(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds per function: one warm-up each, then `repeats` rounds in rotating order."""
+    def once(fn: Callable[[], object]) -> float:
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - t0
+
+    for fn in fns.values():
+        once(fn)
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            times[n].append(once(fns[n]))
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, MB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+def peak_above_now(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak memory (MB) that `fn` needs above what is held before it: CUDA allocator peak or RSS."""
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        sync(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    before = current_rss_mb()
+    fn()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+
+
+def in_subprocess(script: str, child_args: dict[str, object], timeout: float = 300) -> dict[str, object]:
+    """Run `script --child JSON` in a fresh interpreter and return the JSON it prints last."""
+    out = subprocess.run([sys.executable, script, "--child", json.dumps(child_args)], capture_output=True,
+                         text=True, timeout=timeout, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{script} child failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def child_args(argv: Sequence[str] | None) -> dict[str, object] | None:
+    """The JSON argument of a `--child` invocation, or None for a normal run."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 2 and argv[0] == "--child":
+        return json.loads(argv[1])
+    return None

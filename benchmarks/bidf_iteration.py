@@ -1,0 +1,136 @@
+"""Where one BiDf-MKD meta-iteration spends its time: recovery / inner KD / outer / replay.
+
+Runs `bidf_mkd` end to end on a small setting (the smoke pool, with the quick profile's
+estimator, generator and KD values scaled down to fit about a minute) and times, with wrappers
+around the method's components:
+
+* recovery:  GeneratorRecoverer.recover (support and query sets), and within it the ZO
+             estimator (API queries and direction algebra) vs the generator's own work
+* inner KD:  BilevelKD.adapt on the recovered support set (second order by default)
+* outer:     the rest of an API meta-iteration (query-set KD, the meta-gradient through the
+             inner loop, Adam, memory writes)
+* replay:    replay meta-iterations (MAML on tasks from the memory)
+
+Prints each part's share of the API meta-iterations and replay's share of all training time.
+
+    python benchmarks/bidf_iteration.py [--device cpu] [--iterations 6] [--q 20] [--gen-iters 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dfml_bench.config import build_raw_config, resolve_runs
+from dfml_bench.plugins import load_registry
+from dfml_bench.runner import Environment, execute_run
+from dfml_plugins.estimators.zeroth_order import ZOForward
+from dfml_plugins.meta_learners.kd import BilevelKD
+from dfml_plugins.methods.bidf_mkd import BidfMkd
+from dfml_plugins.recoverers.generator import GeneratorRecoverer
+
+
+def _timed(owner: type, name: str, key: str, totals: dict[str, float], sync: Callable[[], None]) -> Callable[[], None]:
+    """Wrap owner.name to add its wall time to totals[key]; returns the function that undoes it."""
+    original = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        sync()
+        t0 = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            sync()
+            totals[key] += time.perf_counter() - t0
+
+    setattr(owner, name, wrapper)
+    return lambda: setattr(owner, name, original)
+
+
+def settings(args: argparse.Namespace) -> list[str]:
+    return [f"train.meta_iterations={args.iterations}", f"train.meta_batch_size={args.meta_batch}",
+            f"train.val_every={10 * args.iterations}", "train.val_episodes=2", "eval.episodes=2",
+            f"method.per_class={args.per_class}", "method.patience=2", "method.boundary_start=1",
+            f"estimator.zo_forward.q={args.q}", f"recoverer.generator.iterations={args.gen_iters}",
+            "recoverer.generator.z_dim=64", "recoverer.generator.width=32",
+            f"meta_learner.kd.inner_steps={args.inner_steps}", f"meta_learner.maml.inner_steps={args.inner_steps}"]
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--iterations", type=int, default=6, help="meta-iterations (API ones and replay ones)")
+    ap.add_argument("--meta-batch", type=int, default=2)
+    ap.add_argument("--per-class", type=int, default=5, help="recovered images per class (quick: 10)")
+    ap.add_argument("--q", type=int, default=20, help="ZO directions (quick: 20)")
+    ap.add_argument("--gen-iters", type=int, default=10, help="generator steps per recovery (quick: 30)")
+    ap.add_argument("--inner-steps", type=int, default=5, help="KD and MAML inner steps (quick: 5)")
+    ap.add_argument("--pool-dir", default=None, help="pool cache (default: a temporary directory)")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    args = parse(argv)
+    import torch
+
+    device = torch.device(args.device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    totals: dict[str, float] = defaultdict(float)
+    api_iters = [0]
+    original_step = BidfMkd.train_step
+
+    def train_step(self: BidfMkd, iteration: int) -> Any:
+        api = self._is_api_iteration(iteration)
+        sync()
+        t0 = time.perf_counter()
+        out = original_step(self, iteration)
+        sync()
+        totals["api_iteration" if api else "replay_iteration"] += time.perf_counter() - t0
+        api_iters[0] += int(api)
+        return out
+
+    undo = [_timed(GeneratorRecoverer, "recover", "recovery", totals, sync),
+            _timed(ZOForward, "estimate", "zo_estimate", totals, sync),
+            _timed(BilevelKD, "adapt", "inner_kd", totals, sync)]
+    BidfMkd.train_step = train_step  # type: ignore[method-assign]
+    registry = load_registry()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            pools = Path(args.pool_dir) if args.pool_dir else Path(tmp) / "pools"
+            resolved = resolve_runs(build_raw_config("smoke", sets=settings(args), flags={"method": "bidf_mkd"}),
+                                    registry)[0]
+            env = Environment(Path(tmp) / "results", device=args.device, pool_dir=pools, workers=1)
+            result = execute_run(resolved, registry, env)
+    finally:
+        BidfMkd.train_step = original_step  # type: ignore[method-assign]
+        for u in undo:
+            u()
+    api_t, replay_t = totals["api_iteration"], totals["replay_iteration"]
+    outer = api_t - totals["recovery"] - totals["inner_kd"]
+    n_api = api_iters[0]
+    n_replay = args.iterations - n_api
+    print(f"device={device} bidf_mkd, smoke pool, {args.iterations} meta-iterations x {args.meta_batch} tasks "
+          f"({n_api} API, {n_replay} replay), q={args.q}, {args.gen_iters} generator steps, "
+          f"{args.per_class} images/class, {args.inner_steps} inner steps; queries={result['queries']:,}")
+    print(f"API meta-iteration: {api_t / max(n_api, 1):.2f} s each")
+    for name, t in (("recovery", totals["recovery"]), ("  of which ZO estimator", totals["zo_estimate"]),
+                    ("  of which generator", totals["recovery"] - totals["zo_estimate"]),
+                    ("inner KD", totals["inner_kd"]), ("outer", outer)):
+        print(f"  {name:24s} {t:7.2f} s  {100 * t / api_t:5.1f} %")
+    print(f"replay meta-iteration: {replay_t / max(n_replay, 1):.3f} s each "
+          f"({replay_t / max(n_replay, 1) / (api_t / max(n_api, 1)):.3f}x an API one); "
+          f"replay share of training time: {100 * replay_t / (api_t + replay_t):.1f} %")
+    return {**totals, "outer": outer, "api_iterations": n_api}
+
+
+if __name__ == "__main__":
+    main()

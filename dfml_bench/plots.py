@@ -1,0 +1,227 @@
+"""Report figures of finished runs as PNG bytes (matplotlib, Agg canvas; no pyplot global state).
+
+* ``queries-<scenario>-<K>shot.png``: meta-val accuracy against cumulative API queries, one line
+  per method (mean over seeds at each validation point), labelled at its end; methods that
+  query nothing (oracles, white-box, floors) are dashed horizontal lines at their best val
+  accuracy, labelled with their name.
+* ``accuracy-<scenario>-<K>shot.png``: meta-test accuracy with its 95% CI per method, value
+  written on each bar; oracle (real-data) bars are hatched; failed cells say FAILED.
+* ``recovered-<scenario>-<K>shot.png``: the recovered-image grid each run saved
+  (``recovered.png``), one panel per method (its lowest seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dfml_bench.errors import ConfigError
+
+RECOVERED_FILE = "recovered.png"
+ORACLE_MARK = {"real_data": " (oracle)", "white": " (white-box)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plot:
+    """One figure: its file name, a caption and the PNG bytes."""
+
+    name: str
+    caption: str
+    png: bytes
+
+
+def require_matplotlib() -> Any:
+    """The matplotlib package, or a ConfigError with the install hint."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("plots need matplotlib, which is not installed; pip install 'dfml-bench[report]'.") from None
+    return matplotlib
+
+
+def _figure(width: float, height: float) -> Any:
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _label(r: Mapping[str, Any]) -> str:
+    return str(r["method"]) + ORACLE_MARK.get(str(r.get("access", "black")), "")
+
+
+def _cells(results: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], list[Mapping[str, Any]]]:
+    cells: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for r in results:
+        cells.setdefault((str(r["scenario"]), int(r["shots"])), []).append(r)
+    return dict(sorted(cells.items()))
+
+
+def val_curve(run_dir: Path) -> list[tuple[int, float, float]]:
+    """(iteration, cumulative queries, val accuracy) of each validation in a run's metrics."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    points = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if "val_acc" in rec:
+            points.append((int(rec.get("iteration", 0)), float(rec.get("queries", 0)), float(rec["val_acc"])))
+    return points
+
+
+def _mean_curve(curves: list[list[tuple[int, float, float]]]) -> list[tuple[float, float]]:
+    """(queries, accuracy) averaged over seeds at the validation iterations they share."""
+    by_iter: dict[int, list[tuple[float, float]]] = {}
+    for curve in curves:
+        for it, q, acc in curve:
+            by_iter.setdefault(it, []).append((q, acc))
+    return [(sum(q for q, _ in pts) / len(pts), sum(a for _, a in pts) / len(pts))
+            for it, pts in sorted(by_iter.items()) if len(pts) == len(curves)]
+
+
+def queries_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]]) -> Plot | None:
+    """Val accuracy vs cumulative API queries for one (scenario, shots); None without any curve."""
+    methods: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        methods.setdefault(_label(r), []).append(r)
+    lines, flat = {}, {}
+    for label, rs in sorted(methods.items()):
+        curves = [c for c in (val_curve(Path(r["run_dir"])) for r in rs if r.get("run_dir")) if c]
+        if not curves:
+            continue
+        if max(q for c in curves for _, q, _ in c) > 0:
+            lines[label] = _mean_curve(curves)
+        else:  # nothing queried: a reference level, not a curve
+            flat[label] = sum(max(a for _, _, a in c) for c in curves) / len(curves)
+    if not lines and not flat:
+        return None
+    fig = _figure(7.5, 4.2)
+    ax = fig.add_subplot()
+    colors = iter(_palette())
+    xs = [q for pts in lines.values() for q, _ in pts if q > 0]
+    log = bool(xs) and max(xs) / min(xs) > 50
+    for label, pts in lines.items():
+        color = next(colors)
+        pts = [(q, a) for q, a in pts if q > 0 or not log]
+        if not pts:
+            continue
+        ax.plot([q for q, _ in pts], [a for _, a in pts], marker="o", ms=3, lw=2, color=color)
+        ax.annotate(f" {label}", pts[-1], color=color, fontsize=9, fontweight="bold", va="center")
+    for label, level in flat.items():
+        color = next(colors)
+        ax.axhline(level, ls="--", lw=1.5, color=color)
+        ax.annotate(f"{label}: {level:.1f}% (no queries)", (0.01, level), xycoords=("axes fraction", "data"),
+                    color=color, fontsize=8, va="bottom")
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(min(xs) / 1.5, max(xs) * 4)  # room for the end labels
+    elif xs:
+        ax.set_xlim(0, max(xs) * 1.3)  # room for the end labels, no negative query counts
+    ax.set_xlabel("cumulative API queries (images)")
+    ax.set_ylabel("meta-val accuracy (%)")
+    ax.set_title(f"{scenario} {shots}-shot: accuracy vs API queries (mean over seeds)")
+    ax.grid(alpha=0.3)
+    caption = f"{scenario} {shots}-shot: meta-val accuracy against the API queries spent so far"
+    return Plot(f"queries-{scenario}-{shots}shot.png", caption, _png(fig))
+
+
+def _palette() -> list[str]:
+    base = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
+            "#bcbd22"]
+    return base * 8
+
+
+def accuracy_plot(scenario: str, shots: int, rows: list[Mapping[str, Any]]) -> Plot:
+    """Horizontal bars of meta-test accuracy ± 95% CI per method for one (scenario, shots)."""
+    rows = sorted(rows, key=lambda r: (r["accuracy"] is None, -(r["accuracy"] or 0.0)))
+    fig = _figure(7.5, 0.9 + 0.45 * len(rows))
+    ax = fig.add_subplot()
+    ys = list(range(len(rows)))[::-1]
+    top = max([(r["accuracy"] or 0) + (r["ci95"] or 0) for r in rows] + [1.0])
+    for y, r in zip(ys, rows):
+        name = _label(r)
+        if r["accuracy"] is None:
+            ax.text(0, y, "  FAILED", va="center", color="#d62728", fontweight="bold")
+        else:
+            oracle = not r.get("data_free", True)
+            ax.barh(y, r["accuracy"], xerr=r["ci95"], capsize=4, height=0.6,
+                    color="#c7c7c7" if oracle else ("#2ca02c" if r.get("best") else "#1f77b4"),
+                    hatch="//" if oracle else None, edgecolor="#555555")
+            ax.text(r["accuracy"] + (r["ci95"] or 0) + top * 0.01, y, f"{r['accuracy']:.1f} ± {r['ci95']:.1f}",
+                    va="center", fontsize=9)
+        n = f"{r.get('seeds', 0)} seed{'s' if r.get('seeds', 0) != 1 else ''}"
+        ax.text(-top * 0.01, y, f"{name} ({n})", va="center", ha="right", fontsize=9)
+    ax.set_yticks([])
+    ax.set_xlim(0, top * 1.25)
+    ax.set_xlabel("meta-test accuracy (%), error bar = 95% CI")
+    ax.set_title(f"{scenario} {shots}-shot: accuracy per method (green = best data-free, hatched = oracle)",
+                 fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    caption = f"{scenario} {shots}-shot: meta-test accuracy with 95% confidence intervals"
+    return Plot(f"accuracy-{scenario}-{shots}shot.png", caption, _png(fig))
+
+
+def recovered_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]]) -> Plot | None:
+    """The recovered-image grids of one (scenario, shots), one panel per method (lowest seed)."""
+    from PIL import Image
+
+    first: dict[str, tuple[Mapping[str, Any], Path]] = {}
+    for r in sorted(runs, key=lambda r: (str(r["method"]), int(r.get("seed", 0)))):
+        path = Path(r.get("run_dir", "")) / RECOVERED_FILE
+        if r.get("run_dir") and path.exists() and r["method"] not in first:
+            first[str(r["method"])] = (r, path)
+    if not first:
+        return None
+    fig = _figure(3.2 * len(first) + 0.4, 3.8)
+    for i, (method, (r, path)) in enumerate(sorted(first.items())):
+        ax = fig.add_subplot(1, len(first), i + 1)
+        with Image.open(path) as img:
+            ax.imshow(img.convert("RGB"), interpolation="nearest")
+        ax.set_title(f"{method}\nseed {r.get('seed', '?')}", fontsize=10)
+        ax.axis("off")
+    fig.suptitle(f"{scenario} {shots}-shot: recovered images (one row per class)", fontsize=11)
+    caption = f"{scenario} {shots}-shot: images recovered from the APIs (last API task of each run)"
+    return Plot(f"recovered-{scenario}-{shots}shot.png", caption, _png(fig))
+
+
+def make_plots(results: Iterable[Mapping[str, Any]], rows: list[Mapping[str, Any]]) -> list[Plot]:
+    """Every figure for finished results (with their ``run_dir``) and the compare rows."""
+    require_matplotlib()
+    by_cell = _cells(results)
+    row_cells = _cells(rows)
+    plots: list[Plot] = []
+    for (scenario, shots), cell_rows in row_cells.items():
+        plots.append(accuracy_plot(scenario, shots, cell_rows))
+        runs = by_cell.get((scenario, shots), [])
+        for extra in (queries_plot(scenario, shots, runs), recovered_plot(scenario, shots, runs)):
+            if extra is not None:
+                plots.append(extra)
+    return plots
+
+
+def write_plots(plots: Iterable[Plot], directory: Path) -> list[Path]:
+    """Write each figure as a PNG file in `directory` (created); return the paths."""
+    from dfml_bench.store import atomic_write_bytes
+
+    paths = []
+    for p in plots:
+        atomic_write_bytes(Path(directory) / p.name, p.png)
+        paths.append(Path(directory) / p.name)
+    return paths

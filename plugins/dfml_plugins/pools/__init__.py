@@ -1,0 +1,1 @@
+"""Pools served elsewhere (the `pool` component kind)."""

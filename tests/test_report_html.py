@@ -1,0 +1,106 @@
+"""`compare --format html` and `--plot DIR`: a self-contained page with the table and the plots,
+PNG files, the matplotlib hint, and (when Debian chromium is installed) a real headless render."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dfml_bench.cli import main
+from dfml_bench.images import save_grid
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def fake_run(root: Path, method: str, seed: int, accuracy: float, access: str = "black",
+             queries_per_val: int = 0, recovered: bool = False) -> None:
+    """A finished run directory as the runner writes it (result, metrics, maybe recovered.png)."""
+    d = root / "runs" / f"{method}-SS-1shot-s{seed}-{seed:016x}"
+    d.mkdir(parents=True)
+    result = {"method": method, "scenario": "SS", "shots": 1, "seed": seed, "accuracy": accuracy, "ci95": 1.5,
+              "access": access, "data_free": access != "real_data", "queries": 4 * queries_per_val,
+              "wall_time_s": 1.0}
+    (d / "result.json").write_text(json.dumps(result))
+    lines = [{"iteration": 10 * i, "queries": i * queries_per_val, "val_acc": accuracy - 8 + 2 * i + seed}
+             for i in range(5)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if recovered:
+        g = torch.Generator().manual_seed(seed)
+        save_grid(torch.rand(10, 3, 16, 16, generator=g), d / "recovered.png", nrow=2)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    for seed in (0, 1):
+        fake_run(root, "bidf_mkd", seed, 40.0 + seed, queries_per_val=20_000, recovered=True)
+        fake_run(root, "maml_oracle", seed, 55.0, access="real_data")
+        fake_run(root, "random", seed, 25.0, access="none")
+    failed = root / "runs" / "flaky-SS-1shot-s0-00"
+    failed.mkdir()
+    (failed / "error.json").write_text(json.dumps({"method": "flaky", "scenario": "SS", "shots": 1, "seed": 0,
+                                                   "error": "boom", "access": "black"}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def page(results: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("report")
+    res = CliRunner().invoke(main, ["compare", str(results), "--format", "html", "-o", str(out / "report.html"),
+                                    "--plot", str(out / "plots")])
+    assert res.exit_code == 0, res.output
+    return out / "report.html", out / "plots"
+
+
+def test_html_is_self_contained_with_the_table_and_the_plots(page: tuple[Path, Path]) -> None:
+    html_path, plot_dir = page
+    text = html_path.read_text()
+    srcs = re.findall(r'\bsrc="([^"]*)"', text)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)  # nothing fetched elsewhere
+    assert not re.search(r"\bhref=|<script|<link|url\(|@import", text)
+    assert '<table id="results">' in text and "<th>SS 1-shot</th>" in text
+    assert "<strong>40.50 ± 0.98</strong>" in text  # best data-free cell, mean of two seeds, in bold
+    assert "maml_oracle (oracle: real data)" in text and "FAILED" in text
+    pngs = sorted(p.name for p in plot_dir.iterdir())
+    assert pngs == ["accuracy-SS-1shot.png", "queries-SS-1shot.png", "recovered-SS-1shot.png"]
+    assert len(srcs) == len(pngs)
+    for p in plot_dir.iterdir():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_matplotlib_is_a_one_line_hint(results: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    res = CliRunner().invoke(main, ["compare", str(results), "--plot", str(tmp_path)])
+    assert res.exit_code == 2 and "pip install 'dfml-bench[report]'" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium (apt-get install chromium)")
+def test_html_renders_in_headless_chromium(page: tuple[Path, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    shot = tmp_path / "page.png"
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    try:
+        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1280,1600",
+                        page[0].resolve().as_uri()], capture_output=True, timeout=120, check=False)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert shot.exists(), "chromium wrote no screenshot"
+    with Image.open(shot) as img:
+        assert img.size == (1280, 1600)
+        rgb = img.convert("RGB")
+        # the plots are drawn: many distinct colours below the table, not a blank or error page
+        lower = rgb.crop((0, 400, 1280, 1600)).getcolors(maxcolors=1 << 16)
+        assert lower is None or len(lower) > 50

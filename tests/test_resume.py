@@ -1,0 +1,121 @@
+"""Kill-and-resume: a BiDf-MKD run SIGKILLed between two checkpoints and re-run with the same
+command ends with exactly the uninterrupted run's result, metrics and recovered images (CPU)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+# 8 meta-iterations with checkpoints after iterations 0 and 6. The kill comes once iteration 1 is
+# logged, while iteration 3 (an API iteration, about a second) runs: between the two checkpoints.
+ARGS = ["run", "-m", "bidf_mkd", "--profile", "smoke", "--device", "cpu", "--no-progress",
+        "--set", "train.meta_iterations=8", "--set", "train.val_every=6", "--set", "eval.episodes=4",
+        "--set", "scenario.SS.apis_per_cell=1", "--set", "scenario.SS.api_epochs=1",
+        "--set", "loggers=[csv]", "--set", "launcher.threads=1"]
+CLI = [sys.executable, "-c", "from dfml_bench.cli import main; main()"]
+VOLATILE = {"wall_time", "wall_time_s", "peak_rss_mb", "peak_gpu_mb"}  # timings, not results
+
+
+def command(results: Path, pools: Path) -> list[str]:
+    return [*CLI, *ARGS, "--results", str(results), "--pool-dir", str(pools)]
+
+
+def run_dir(results: Path) -> Path:
+    (path,) = (results / "runs").iterdir()
+    return path
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in path.read_text().splitlines()]
+
+
+def csv_rows(path: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in VOLATILE} for row in csv.DictReader(io.StringIO(path.read_text()))]
+
+
+def logged_iterations(path: Path) -> list[int]:
+    """Iterations of the complete records of a metrics file that is being written."""
+    if not path.exists():
+        return []
+    lines = path.read_text().split("\n")[:-1]  # the last element is "" or a line being written
+    return [json.loads(line)["iteration"] for line in lines]
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    pools = tmp_path / "pools"
+    full = subprocess.run(command(tmp_path / "full", pools), capture_output=True, text=True, timeout=180)
+    assert full.returncode == 0, full.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed, pools), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = killed / "runs"
+            path = next(runs.iterdir(), None) if runs.exists() else None
+            # the first checkpoint is written after iteration 0; wait for records logged after it
+            if path is not None and (path / "checkpoint.pt").exists() and \
+                    max(logged_iterations(path / "metrics.jsonl"), default=-1) >= 1:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way: {proc.stderr.read()}"
+    path = run_dir(killed)
+    assert not (path / "result.json").exists()
+    ckpt = torch.load(path / "checkpoint.pt", weights_only=True)
+    # the kill landed between checkpoints: records of iterations after the checkpoint exist
+    assert max(logged_iterations(path / "metrics.jsonl")) >= ckpt["iteration"]
+    assert ckpt["method"]["estimator"] and "rng" in ckpt  # estimator's generator and global RNGs saved
+
+    resumed = subprocess.run(command(killed, pools), capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {path.name} at meta-iteration {ckpt['iteration']}" in resumed.stderr
+
+    ref = run_dir(tmp_path / "full")
+    got, want = (json.loads((d / "result.json").read_text()) for d in (path, ref))
+    for key in VOLATILE:
+        got.pop(key, None), want.pop(key, None)
+    assert got == want  # accuracies, CIs, query counts, best iteration: exactly equal
+    assert got["queries"] > 0 and got["meta_iterations"] == 8
+    assert jsonl(path / "metrics.jsonl") == jsonl(ref / "metrics.jsonl")  # no record logged twice
+    assert [r["iteration"] for r in jsonl(path / "metrics.jsonl")] == list(range(9))
+    assert csv_rows(path / "metrics.csv") == csv_rows(ref / "metrics.csv")
+    assert (path / "recovered.png").read_bytes() == (ref / "recovered.png").read_bytes()
+    assert not (path / "checkpoint.pt").exists()
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_with_clean_logs(tmp_path: Path) -> None:
+    from dfml_bench import store
+
+    path = tmp_path / "run"
+    path.mkdir()
+    (path / "config.yaml").write_text("x: 1\n")
+    (path / "metrics.jsonl").write_text('{"iteration": 0}\n{"iteration": 1}\n{"itera')
+    (path / "metrics.csv").write_text("iteration\n0\n1\n")
+    (path / "stale.png").write_bytes(b"png")
+    sizes = {"metrics.jsonl": len('{"iteration": 0}\n'), "metrics.csv": len("iteration\n0\n")}
+    store.rewind_logs(path, sizes)  # resuming from a checkpoint taken after iteration 0
+    assert (path / "metrics.jsonl").read_text() == '{"iteration": 0}\n'
+    assert (path / "metrics.csv").read_text() == "iteration\n0\n"
+    assert not (path / "stale.png").exists() and (path / "config.yaml").exists()
+    store.rewind_logs(path, {})  # no checkpoint: a restart from scratch keeps only the store's files
+    assert sorted(p.name for p in path.iterdir()) == ["config.yaml"]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
