@@ -3,7 +3,11 @@
 Timing: one warm-up per function, then rounds in rotating order, median per function, so that
 a shared machine's load hits every candidate alike (ratios are what count, not seconds).
 Memory: on CUDA, torch's allocator peak; on CPU, the process's peak RSS above its RSS before
-the work (`ru_maxrss` is a high-water mark, so each measured piece runs in a fresh subprocess).
+the work (Linux: the VmHWM high-water mark, reset just before; each measured piece runs in a
+fresh subprocess so that nothing else it did counts).
+Threads: `--threads` (default 1 on CPU). On this shared 2-core machine, two OpenMP threads
+competing with other processes made a conv4 inner loop 5-15x SLOWER than one thread (spinning
+barriers), so single-threaded figures are the stable ones; ratios are what count.
 """
 
 from __future__ import annotations
@@ -53,6 +57,26 @@ def current_rss_mb() -> float:
         return 0.0
 
 
+def _peak_rss_mb() -> float:
+    """The process's RSS high-water mark (VmHWM, MB); ru_maxrss where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> None:
+    try:  # Linux >= 4.0: writing 5 resets VmHWM to the current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_above_now(fn: Callable[[], object], device: torch.device) -> float:
     """Peak memory (MB) that `fn` needs above what is held before it: CUDA allocator peak or RSS."""
     if device.type == "cuda":
@@ -62,9 +86,16 @@ def peak_above_now(fn: Callable[[], object], device: torch.device) -> float:
         fn()
         sync(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    _reset_peak_rss()
     before = current_rss_mb()
     fn()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    return _peak_rss_mb() - before
+
+
+def set_threads(n: int, device: torch.device) -> None:
+    """torch's CPU threads: `n` if > 0, else torch's default."""
+    if n > 0:
+        torch.set_num_threads(n)
 
 
 def in_subprocess(script: str, child_args: dict[str, object], timeout: float = 300) -> dict[str, object]:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench_util import set_threads
 from dfml_bench.config import build_raw_config, resolve_runs
 from dfml_bench.plugins import load_registry
 from dfml_bench.runner import Environment, execute_run
@@ -64,12 +65,13 @@ def settings(args: argparse.Namespace) -> list[str]:
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--iterations", type=int, default=6, help="meta-iterations (API ones and replay ones)")
+    ap.add_argument("--iterations", type=int, default=4, help="meta-iterations (API ones and replay ones)")
     ap.add_argument("--meta-batch", type=int, default=2)
     ap.add_argument("--per-class", type=int, default=5, help="recovered images per class (quick: 10)")
     ap.add_argument("--q", type=int, default=20, help="ZO directions (quick: 20)")
-    ap.add_argument("--gen-iters", type=int, default=10, help="generator steps per recovery (quick: 30)")
+    ap.add_argument("--gen-iters", type=int, default=8, help="generator steps per recovery (quick: 30)")
     ap.add_argument("--inner-steps", type=int, default=5, help="KD and MAML inner steps (quick: 5)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see bench_util")
     ap.add_argument("--pool-dir", default=None, help="pool cache (default: a temporary directory)")
     return ap.parse_args(argv)
 
@@ -79,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     import torch
 
     device = torch.device(args.device)
+    set_threads(args.threads, device)
 
     def sync() -> None:
         if device.type == "cuda":

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from bench_util import child_args, in_subprocess, peak_above_now, side_by_side
+from bench_util import child_args, in_subprocess, peak_above_now, set_threads, side_by_side
 from dfml_bench.data import Task
 from dfml_plugins.meta_learners.kd import BilevelKD
 from dfml_plugins.meta_learners.maml import MAML
@@ -30,6 +30,7 @@ LEARNERS = ("kd", "maml")
 def task_step(learner: str, first_order: bool, a: dict) -> tuple[Callable[[], None], torch.device]:
     """A closure computing one task's meta-gradient, and its device."""
     device = torch.device(a["device"])
+    set_threads(int(a["threads"]), device)
     torch.manual_seed(0)
     model = build_conv4(Conv4Params(width=int(a["width"])), 5, int(a["size"])).to(device)
     g = torch.Generator(device=device).manual_seed(0)
@@ -61,6 +62,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--query", type=int, default=50, help="query images")
     ap.add_argument("--steps", type=int, default=5, help="inner steps (quick: 5; paper KD: 10)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see bench_util")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     return ap.parse_args(argv)
 
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         print(json.dumps({"peak_mb": peak_above_now(step, device)}))
         return {}
     args = parse(argv)
-    a = {k: getattr(args, k) for k in ("device", "size", "width", "support", "query", "steps")}
+    a = {k: getattr(args, k) for k in ("device", "threads", "size", "width", "support", "query", "steps")}
     fns, device = {}, torch.device(args.device)
     for learner in LEARNERS:
         for fo in (False, True):

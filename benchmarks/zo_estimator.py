@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from bench_util import side_by_side
+from bench_util import set_threads, side_by_side
 from dfml_bench.apis import APIInfo, QueryLedger, make_api
 from dfml_plugins.estimators.zeroth_order import ZOForward
 from dfml_plugins.models.conv4 import build_conv4
@@ -117,15 +117,14 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--resnet-width", type=int, default=8, help="quick profile: 8, paper: 64")
     ap.add_argument("--bf16", action="store_true", help="API forwards under bf16 autocast (GPU option)")
     ap.add_argument("--ablate", action="store_true", help="also time each optimisation's 'before'")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see bench_util")
     return ap.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     args = parse(argv)
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads, device)
     print(f"device={device} threads={torch.get_num_threads()} B={args.batch} q={args.q} "
           f"(B*(q+1) = {args.batch * (args.q + 1)} images per step) repeats={args.repeats} bf16={args.bf16}")
     head = f"{'api':9s} {'px':>3s} {'net s':>7s} {'bare s':>7s} {'ours s':>7s} {'naive s':>7s} " \

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_util import child_args, in_subprocess, peak_above_now, side_by_side
+from bench_util import child_args, in_subprocess, peak_above_now, set_threads, side_by_side
 from dfml_bench.apis import APIInfo, QueryLedger, make_api
 from dfml_plugins.estimators.zeroth_order import ZOForward
 from dfml_plugins.models.resnet import build_resnet18
@@ -48,6 +48,7 @@ class _CallLog:
 def _child(a: dict) -> dict[str, object]:
     """One measured case, in this (fresh) process."""
     device = torch.device(a["device"])
+    set_threads(int(a["threads"]), device)
     size, b = int(a["size"]), int(a["batch"])
     info = APIInfo("probe", "bench", a["arch"], tuple(range(5)), tuple("abcde"), size)
     if a["arch"] == "resnet18":
@@ -88,6 +89,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="call sizes (images) for the resnet18 API's peak, sliced vs one pass ('' to skip)")
     ap.add_argument("--api-width", type=int, default=8, help="resnet18 width of that API (quick: 8, paper: 64)")
     ap.add_argument("--max-batch", type=int, default=256, help="the API's images per forward pass")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see bench_util")
     return ap.parse_args(argv)
 
 
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
         print(__import__("json").dumps(_child(child)))
         return []
     args = parse(argv)
-    base = {"device": args.device, "size": args.size, "arch": "probe", "width": 64, "mode": "zo"}
+    base = {"device": args.device, "threads": args.threads, "size": args.size, "arch": "probe", "width": 64, "mode": "zo"}
     rows: list[dict[str, object]] = []
     print(f"device={args.device} size={args.size}px d={3 * args.size ** 2} (peak above the memory held before "
           "the step; probe API)")

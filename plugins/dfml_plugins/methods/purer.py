@@ -50,7 +50,6 @@ class Purer(Method):
     def _student(self, norm: Any, params: dict[str, torch.Tensor]) -> Any:
         """x ([0,1], K*per_class in class order) -> logits of the meta model adapted on x's first K shots."""
         ctx, per = self.context, self.params.per_class
-        frozen = dict(params)
         idx = torch.arange(ctx.ways, device=ctx.device).mul(per).unsqueeze(1) + torch.arange(
             min(ctx.shots, per), device=ctx.device)
         ys = torch.arange(ctx.ways, device=ctx.device).repeat_interleave(idx.shape[1])
@@ -58,7 +57,7 @@ class Purer(Method):
         def student(x: torch.Tensor) -> torch.Tensor:
             inputs = norm.from_unit(x)
             with torch.enable_grad():
-                leaves = {k: v.detach().requires_grad_(True) for k, v in frozen.items()}
+                leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
                 fast = self.learner.adapt(ctx.model, leaves, inputs[idx.flatten()].detach(), ys, create_graph=False)
             return functional_call(ctx.model, {k: v.detach() for k, v in fast.items()}, (inputs,))
 
