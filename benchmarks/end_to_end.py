@@ -6,7 +6,7 @@ its peak RSS comes from the kernel's accounting of that child (os.wait4). Runs, 
 
 * smoke:       bidf_mkd, the smoke profile (seconds; what the tests run)
 * quick-short: bidf_mkd with the quick profile's method settings (q=20, 30 generator steps,
-               10 images/class, meta-batch 4, KD and MAML 5 inner steps) for 2 meta-iterations,
+               10 images/class, KD and MAML 5 inner steps) for 1 meta-iteration of 2 API tasks,
                on the smoke pool and evaluation (a quick pool takes minutes to build; use
                --set to run longer)
 
@@ -28,7 +28,7 @@ from pathlib import Path
 RUNS: dict[str, tuple[str, list[str]]] = {
     "smoke": ("smoke", []),
     # the smoke pool and evaluation, with the quick profile's BiDf-MKD settings
-    "quick-short": ("smoke", ["train.meta_iterations=2", "train.meta_batch_size=4", "queries=15",
+    "quick-short": ("smoke", ["train.meta_iterations=1", "train.meta_batch_size=2", "queries=15",
                               "method.per_class=10", "method.patience=20", "method.boundary_start=100",
                               "estimator.zo_forward.q=20", "recoverer.generator.iterations=30",
                               "recoverer.generator.z_dim=256", "meta_learner.kd.inner_steps=5",

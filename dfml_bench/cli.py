@@ -354,6 +354,8 @@ def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str
     import time
 
     from dfml_bench.config import build_raw_config, component_params, top_level
+    from dfml_bench.errors import ConfigError
+    from dfml_bench.pool import PoolSource
     from dfml_bench.progress import Reporter
     from dfml_bench.runner import build_scenario_by_name, open_pool, resolve_device
 
@@ -364,6 +366,9 @@ def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str
     s_name, s_params = component_params(raw, "scenario", registry)
     env = _environment(top, Path(DEFAULT_RESULTS), Reporter(progress))
     data = build_scenario_by_name(registry, s_name, s_params, env, seed=0)
+    if isinstance(data.pool_spec, PoolSource):
+        raise ConfigError(f"scenario {s_name} uses a pool served elsewhere (kind '{data.pool_spec.kind}'); "
+                          "there is nothing to build here: build it where it is served.")
     t0 = time.perf_counter()
     api_pool = open_pool(data, registry, env, resolve_device("cpu"))
     seconds = time.perf_counter() - t0

@@ -298,3 +298,14 @@ def test_cli_pool_serve_lists_its_apis(local, monkeypatch) -> None:
     bad = CliRunner().invoke(main, ["pool", "serve", "--profile", "smoke", "--pool-dir", str(local[3]), "--port", "0",
                                     "--fail-fraction", "2"])
     assert bad.exit_code == 2 and "fault fraction must be between 0 and 1" in bad.output
+
+
+def test_pool_build_on_a_served_pool_scenario_says_there_is_nothing_to_build() -> None:
+    from click.testing import CliRunner
+
+    from dfml_bench.cli import main
+
+    res = CliRunner().invoke(main, ["pool", "build", "--profile", "smoke", "--no-progress",
+                                    "--set", "scenario.SS.pool={kind: http, url: 'http://127.0.0.1:9'}"])
+    assert res.exit_code != 0 and "nothing to build here" in res.output, res.output
+    assert "Traceback" not in res.output

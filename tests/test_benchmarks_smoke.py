@@ -1,0 +1,68 @@
+"""The benchmarks in benchmarks/ still run: each one's smallest configuration, in seconds."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    import torch
+
+    threads = torch.get_num_threads()  # the benchmarks set their own thread count
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield lambda name: importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+        torch.set_num_threads(threads)
+
+
+def test_zo_estimator_reports_every_column(bench) -> None:
+    rows = bench("zo_estimator").main(["--archs", "conv4,resnet10", "--sizes", "16", "--batch", "2", "--q", "2",
+                                       "--repeats", "1", "--conv4-width", "4", "--resnet-width", "2", "--ablate"])
+    assert [r["arch"] for r in rows] == ["conv4", "resnet10"]
+    assert all(r[k] > 0 for r in rows for k in ("net", "bare", "ours", "naive", "bare_contiguous", "norm_fused"))
+
+
+def test_zo_memory_chunks_stay_within_the_budget(bench) -> None:
+    child = bench("zo_memory")._child
+    base = {"device": "cpu", "threads": 1, "size": 16, "arch": "probe", "width": 2, "batch": 3}
+    d_bytes = 3 * 16 * 16 * 4
+    small = child({**base, "mode": "zo", "q": 400, "memory_mb": 1})  # 1 MB = 341 points: directions split
+    assert small["largest_call"] * d_bytes <= 1 << 20 and small["largest_call"] < 401
+    whole = child({**base, "mode": "zo", "q": 4, "memory_mb": 1})  # all 3 images x 5 points in one call
+    assert whole["largest_call"] == 15
+    api = {**base, "arch": "resnet18", "mode": "forward", "max_batch": 2}
+    assert child(api)["peak_mb"] >= 0
+    assert child({**api, "mode": "time", "repeats": 1})["sliced_over_whole"] > 0
+
+
+def test_inner_loop_times_and_child_memory(bench, capsys) -> None:
+    mod = bench("inner_loop")
+    out = mod.main(["--size", "16", "--width", "4", "--support", "5", "--query", "5", "--steps", "1",
+                    "--repeats", "1", "--no-memory"])
+    assert set(out) == {"kd_so", "kd_fo", "maml_so", "maml_fo"}
+    capsys.readouterr()
+    mod.main(["--child", json.dumps({"device": "cpu", "threads": 1, "size": 16, "width": 4, "support": 5,
+                                     "query": 5, "steps": 1, "learner": "kd", "first_order": False})])
+    assert "peak_mb" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_bidf_iteration_and_end_to_end_share_a_smoke_pool(bench, tmp_path) -> None:
+    pools = str(tmp_path / "pools")
+    t = bench("bidf_iteration").main(["--iterations", "2", "--meta-batch", "1", "--per-class", "1", "--q", "1",
+                                      "--gen-iters", "1", "--inner-steps", "1", "--pool-dir", pools])
+    assert t["api_iterations"] >= 1 and t["recovery"] > 0 and t["inner_kd"] > 0
+    e2e = bench("end_to_end")
+    e2e.RUNS["tiny"] = ("smoke", ["train.meta_iterations=1", "train.val_episodes=1", "eval.episodes=1",
+                                  "method.per_class=1", "estimator.zo_forward.q=1", "recoverer.generator.iterations=1"])
+    (row,) = e2e.main(["--runs", "tiny", "--pool-dir", pools])
+    assert row["wall_s"] > 0 and row["peak_rss_mb"] > 0 and row["queries"] > 0
