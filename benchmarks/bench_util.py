@@ -98,10 +98,19 @@ def set_threads(n: int, device: torch.device) -> None:
         torch.set_num_threads(n)
 
 
-def in_subprocess(script: str, child_args: dict[str, object], timeout: float = 300) -> dict[str, object]:
-    """Run `script --child JSON` in a fresh interpreter and return the JSON it prints last."""
+def in_subprocess(script: str, child_args: dict[str, object], timeout: float = 300,
+                  faithful_rss: bool = True) -> dict[str, object]:
+    """Run `script --child JSON` in a fresh interpreter and return the JSON it prints last.
+
+    `faithful_rss`: glibc serves every allocation over 128 KB by mmap and gives it back on free,
+    so that RSS follows the live tensors instead of a heap that keeps freed memory for reuse
+    (slower: page faults on every allocation, so not for timing).
+    """
+    env = dict(os.environ)
+    if faithful_rss:
+        env.update(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
     out = subprocess.run([sys.executable, script, "--child", json.dumps(child_args)], capture_output=True,
-                         text=True, timeout=timeout, check=False)
+                         text=True, timeout=timeout, check=False, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{script} child failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

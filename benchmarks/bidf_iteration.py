@@ -1,8 +1,8 @@
 """Where one BiDf-MKD meta-iteration spends its time: recovery / inner KD / outer / replay.
 
 Runs `bidf_mkd` end to end on a small setting (the smoke pool, with the quick profile's
-estimator, generator and KD values scaled down to fit about a minute) and times, with wrappers
-around the method's components:
+per-class count, q, generator steps and inner steps; a generator of width 32 and z 64; a few
+meta-iterations) and times, with wrappers around the method's components:
 
 * recovery:  GeneratorRecoverer.recover (support and query sets), and within it the ZO
              estimator (API queries and direction algebra) vs the generator's own work
@@ -13,7 +13,7 @@ around the method's components:
 
 Prints each part's share of the API meta-iterations and replay's share of all training time.
 
-    python benchmarks/bidf_iteration.py [--device cpu] [--iterations 6] [--q 20] [--gen-iters 10]
+    python benchmarks/bidf_iteration.py [--device cpu] [--iterations 6] [--q 20] [--gen-iters 30]
 """
 
 from __future__ import annotations
@@ -53,6 +53,34 @@ def _timed(owner: type, name: str, key: str, totals: dict[str, float], sync: Cal
     return lambda: setattr(owner, name, original)
 
 
+def generator_layout(args: argparse.Namespace, device: object) -> float:
+    """Seconds of one generator step in channels-last over contiguous layout (quick-profile generator)."""
+    import torch
+
+    from bench_util import side_by_side
+    from dfml_plugins.recoverers.generator import Generator, augment
+
+    def make(channels_last: bool) -> Callable[[], None]:
+        g = torch.Generator(device=device).manual_seed(0)
+        net = Generator(256, args.image_size, 128).to(device)
+        net.reset(g)
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        z = torch.randn(5 * args.per_class, 256, device=device, generator=g).requires_grad_(True)
+        opt = torch.optim.Adam(list(net.parameters()) + [z], lr=1e-3, betas=(0.5, 0.999))
+        grad = torch.randn(5 * args.per_class, 3, args.image_size, args.image_size, device=device, generator=g)
+
+        def step() -> None:
+            surrogate = (augment(net(z), 4, True, g) * grad).flatten(1).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            surrogate.backward()
+            opt.step()
+        return step
+
+    t = side_by_side({"contiguous": make(False), "channels_last": make(True)}, torch.device(device), 5)
+    return t["channels_last"] / t["contiguous"]
+
+
 def settings(args: argparse.Namespace) -> list[str]:
     return [f"train.meta_iterations={args.iterations}", f"train.meta_batch_size={args.meta_batch}",
             f"train.val_every={10 * args.iterations}", "train.val_episodes=2", "eval.episodes=2",
@@ -65,13 +93,15 @@ def settings(args: argparse.Namespace) -> list[str]:
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--iterations", type=int, default=4, help="meta-iterations (API ones and replay ones)")
+    ap.add_argument("--iterations", type=int, default=6, help="meta-iterations (API ones and replay ones)")
     ap.add_argument("--meta-batch", type=int, default=2)
-    ap.add_argument("--per-class", type=int, default=5, help="recovered images per class (quick: 10)")
+    ap.add_argument("--per-class", type=int, default=10, help="recovered images per class (quick: 10)")
     ap.add_argument("--q", type=int, default=20, help="ZO directions (quick: 20)")
-    ap.add_argument("--gen-iters", type=int, default=8, help="generator steps per recovery (quick: 30)")
+    ap.add_argument("--gen-iters", type=int, default=30, help="generator steps per recovery (quick: 30)")
     ap.add_argument("--inner-steps", type=int, default=5, help="KD and MAML inner steps (quick: 5)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see bench_util")
+    ap.add_argument("--image-size", type=int, default=32, help="generator ablation: image size (glyphs: 32)")
+    ap.add_argument("--no-ablate", action="store_true", help="skip the generator layout ablation")
     ap.add_argument("--pool-dir", default=None, help="pool cache (default: a temporary directory)")
     return ap.parse_args(argv)
 
@@ -132,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     print(f"replay meta-iteration: {replay_t / max(n_replay, 1):.3f} s each "
           f"({replay_t / max(n_replay, 1) / (api_t / max(n_api, 1)):.3f}x an API one); "
           f"replay share of training time: {100 * replay_t / (api_t + replay_t):.1f} %")
+    if not args.no_ablate:
+        ratio = generator_layout(args, device)
+        print(f"generator step (width 128, z 256, {5 * args.per_class} images, {args.image_size} px): "
+              f"channels-last / contiguous = {ratio:.2f}x")
     return {**totals, "outer": outer, "api_iterations": n_api}
 
 

@@ -38,7 +38,8 @@ RUNS: dict[str, tuple[str, list[str]]] = {
 
 def run_once(profile: str, sets: list[str], device: str, threads: int, results: Path, pools: Path) -> dict:
     """Wall time (s) and peak RSS (MB) of one `dfml-bench run` child process."""
-    cmd = [sys.executable, "-c", "from dfml_bench.cli import main; main()", "run", "-m", "bidf_mkd", "-s", "SS", "--shots", "1",
+    cmd = [sys.executable, "-c", "from dfml_bench.cli import main; main()",
+           "run", "-m", "bidf_mkd", "-s", "SS", "--shots", "1",
            "-p", profile, "--device", device, "--results", str(results), "--pool-dir", str(pools), "--no-progress"]
     for s in sets:
         cmd += ["--set", s]

@@ -55,14 +55,13 @@ def _child(a: dict) -> dict[str, object]:
         module = build_resnet18(ResNetParams(width=int(a["width"])), 5, size, running_stats=True)
     else:
         module = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5))
-    max_batch = a.get("max_batch")
-    api = make_api(module.to(device), info, (0.5,) * 3, (0.25,) * 3, QueryLedger(), max_batch=max_batch)
+    api = make_api(module.to(device), info, (0.5,) * 3, (0.25,) * 3, QueryLedger(), slice_mb=a.get("slice_mb"))
     x = torch.rand(b, 3, size, size, device=device)
     y = torch.arange(b, device=device) % 5
     if a["mode"] == "forward":  # the API alone on `batch` images
         return {"peak_mb": peak_above_now(lambda: api.query(x), device)}
-    if a["mode"] == "time":  # one forward pass vs slices of max_batch, side by side
-        whole = make_api(module, info, (0.5,) * 3, (0.25,) * 3, QueryLedger(), max_batch=None)
+    if a["mode"] == "time":  # one forward pass vs slices, side by side
+        whole = make_api(module, info, (0.5,) * 3, (0.25,) * 3, QueryLedger(), slice_mb=0)
         t = side_by_side({"whole": lambda: whole.query(x), "sliced": lambda: api.query(x)}, device, int(a["repeats"]))
         return {"sliced_over_whole": t["sliced"] / t["whole"]}
     est = ZOForward(ZOParams(q=int(a["q"]), mu=0.005, memory_mb=int(a["memory_mb"])), seed=0)
@@ -85,10 +84,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--sweep-q", default="100,800,3200")
     ap.add_argument("--sweep-batch", type=int, default=2)
     ap.add_argument("--paper-batch", type=int, default=150, help="paper: 30 images x 5 classes")
-    ap.add_argument("--api-calls", default="64,1024",
+    ap.add_argument("--api-calls", default="64,512",
                     help="call sizes (images) for the resnet18 API's peak, sliced vs one pass ('' to skip)")
     ap.add_argument("--api-width", type=int, default=8, help="resnet18 width of that API (quick: 8, paper: 64)")
-    ap.add_argument("--max-batch", type=int, default=256, help="the API's images per forward pass")
+    ap.add_argument("--no-time", action="store_true", help="skip the sliced vs one-pass timing")
+    ap.add_argument("--slice-mb", type=float, default=None, help="the API's input MB per forward pass "
+                    "(default: the API's own, 1 on CPU)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see bench_util")
     return ap.parse_args(argv)
 
@@ -99,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
         print(__import__("json").dumps(_child(child)))
         return []
     args = parse(argv)
-    base = {"device": args.device, "threads": args.threads, "size": args.size, "arch": "probe", "width": 64, "mode": "zo"}
+    base = {"device": args.device, "threads": args.threads, "size": args.size, "arch": "probe", "width": 64,
+            "mode": "zo"}
     rows: list[dict[str, object]] = []
     print(f"device={args.device} size={args.size}px d={3 * args.size ** 2} (peak above the memory held before "
           "the step; probe API)")
@@ -121,14 +123,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     if args.api_calls:
         api = {**base, "arch": "resnet18", "width": args.api_width, "mode": "forward"}
         print(f"resnet18-w{args.api_width} API alone at {args.size}px, peak MB above before the call:")
-        print(f"{'call (images)':>13s} {'one pass':>9s} {'slices of ' + str(args.max_batch):>14s}")
+        print(f"{'call (images)':>13s} {'one pass':>9s} {'sliced':>9s}")
         for n in (int(v) for v in args.api_calls.split(",")):
-            whole = in_subprocess(__file__, {**api, "batch": n, "max_batch": None})["peak_mb"]
-            sliced = in_subprocess(__file__, {**api, "batch": n, "max_batch": args.max_batch})["peak_mb"]
-            print(f"{n:13d} {whole:9.0f} {sliced:14.0f}", flush=True)
+            whole = in_subprocess(__file__, {**api, "batch": n, "slice_mb": 0})["peak_mb"]
+            sliced = in_subprocess(__file__, {**api, "batch": n, "slice_mb": args.slice_mb})["peak_mb"]
+            print(f"{n:13d} {whole:9.0f} {sliced:9.0f}", flush=True)
             rows.append({"case": "api call", "images": n, "one_pass_mb": whole, "sliced_mb": sliced})
+    if args.api_calls and not args.no_time:
+        api = {**base, "arch": "resnet18", "width": args.api_width, "mode": "forward"}
         n = max(int(v) for v in args.api_calls.split(","))
-        r = in_subprocess(__file__, {**api, "mode": "time", "batch": n, "max_batch": args.max_batch, "repeats": 3})
+        r = in_subprocess(__file__, {**api, "mode": "time", "batch": n, "slice_mb": args.slice_mb, "repeats": 3},
+                          faithful_rss=False)
         print(f"time of a {n}-image call, slices / one pass: {r['sliced_over_whole']:.2f}x")
         rows.append({"case": "api call time", "images": n, **r})
     return rows

@@ -91,7 +91,7 @@ class _Backend:
     std: torch.Tensor
     channels_last: bool = False          # inputs in channels-last memory format (module converted)
     autocast: torch.dtype | None = None  # e.g. torch.bfloat16: query forwards under autocast
-    max_batch: int | None = None         # images per forward pass; a bigger query runs in slices
+    slice_bytes: int = 0                 # input bytes per forward pass (0: one pass per query)
 
 
 _BACKENDS: dict[int, _Backend] = {}
@@ -106,7 +106,7 @@ def _backend(token: int) -> _Backend:
                           "or moved between processes; load the pool in each worker).") from None
 
 
-def _preprocess(backend: _Backend, images: torch.Tensor, size: int, differentiable: bool = False) -> torch.Tensor:
+def _preprocess(backend: _Backend, images: torch.Tensor, size: int) -> torch.Tensor:
     import torch
     import torch.nn.functional as F
 
@@ -114,11 +114,7 @@ def _preprocess(backend: _Backend, images: torch.Tensor, size: int, differentiab
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     fmt = torch.channels_last if backend.channels_last else torch.contiguous_format
-    if differentiable:
-        return ((x - backend.mean) / backend.std).contiguous(memory_format=fmt)
-    # one output tensor, written in the module's memory format: no temporaries, no layout copy
-    out = torch.empty_like(x, memory_format=fmt)
-    return torch.sub(x, backend.mean, out=out).div_(backend.std)
+    return ((x - backend.mean) / backend.std).contiguous(memory_format=fmt)
 
 
 def _answer(backend: _Backend, images: torch.Tensor, size: int) -> torch.Tensor:
@@ -162,9 +158,10 @@ class BlackBoxAPI:
             raise DfmlError(f"an API takes images of shape [B, 3, H, W], not {tuple(images.shape)}.")
         self._ledger.charge(self.info.api_id, int(images.shape[0]))
         backend = _backend(self._token)
-        n, step = images.shape[0], backend.max_batch or images.shape[0]
+        n, size = images.shape[0], self.info.input_size
+        step = max(1, backend.slice_bytes // (3 * size * size * 4)) if backend.slice_bytes else max(n, 1)
         with torch.inference_mode():  # slices bound the activations' memory, whatever the query's size
-            logits = torch.cat([_answer(backend, images[i:i + step], self.info.input_size) for i in range(0, max(n, 1), step)])
+            logits = torch.cat([_answer(backend, images[i:i + step], size) for i in range(0, max(n, 1), step)])
         if self.output == "probs":
             return logits.softmax(dim=1).clone()
         if self.output == "label":
@@ -199,20 +196,22 @@ class WhiteBoxAPI(BlackBoxAPI):
         """Differentiable logits w.r.t. the [0,1] images (charged like a query)."""
         self._ledger.charge(self.info.api_id, int(images.shape[0]))
         backend = _backend(self._token)
-        return backend.module(_preprocess(backend, images, self.info.input_size, differentiable=True))
+        return backend.module(_preprocess(backend, images, self.info.input_size))
 
 
 def make_api(module: nn.Module, info: APIInfo, mean: Sequence[float], std: Sequence[float], ledger: QueryLedger,
              *, output: str = "logits", white_box: bool = False, channels_last: bool | None = None,
-             autocast: torch.dtype | None = None, max_batch: int | None = 256) -> BlackBoxAPI:
+             autocast: torch.dtype | None = None, slice_mb: float | None = None) -> BlackBoxAPI:
     """Wrap a trained module (moved to its device by the caller) as an API handle.
 
-    `channels_last` (default: on for CPU, where it made conv4 / ResNet forwards 1.2-1.9x faster in
+    `channels_last` (default: on for CPU, where it made conv4 / ResNet forwards 1.2-2.6x faster in
     benchmarks/zo_estimator.py; off elsewhere until measured) converts the module to channels-last
     memory format. `autocast` (e.g. torch.bfloat16, meant for GPUs; off by default) runs query
-    forwards under autocast; white-box forwards stay in full precision. A query of more than
-    `max_batch` images runs in forward passes of `max_batch` (None: one pass), so the network's
-    activations stay bounded however many images a call carries (benchmarks/zo_memory.py).
+    forwards under autocast; white-box forwards stay in full precision. A query runs in forward
+    passes of `slice_mb` MB of (resized) input each, so the network's activations stay bounded
+    however many images a call carries (benchmarks/zo_memory.py); default 1 MB on CPU, where
+    cache-sized slices also made 84 px forwards 1.5-2.6x faster than one pass
+    (benchmarks/zo_estimator.py), 64 MB elsewhere; 0: one pass.
     """
     import torch
 
@@ -222,10 +221,13 @@ def make_api(module: nn.Module, info: APIInfo, mean: Sequence[float], std: Seque
     device = next(module.parameters()).device
     if channels_last is None:
         channels_last = device.type == "cpu"
+    if slice_mb is None:
+        slice_mb = 1 if device.type == "cpu" else 64
     if channels_last:
         module.to(memory_format=torch.channels_last)
     backend = _Backend(module, torch.tensor(mean, device=device).view(1, -1, 1, 1),
-                       torch.tensor(std, device=device).view(1, -1, 1, 1), channels_last, autocast, max_batch)
+                       torch.tensor(std, device=device).view(1, -1, 1, 1), channels_last, autocast,
+                       int(slice_mb * 2**20))
     token = next(_TOKENS)
     _BACKENDS[token] = backend
     cls = WhiteBoxAPI if white_box else BlackBoxAPI

@@ -29,7 +29,7 @@ def test_zo_estimator_reports_every_column(bench) -> None:
     rows = bench("zo_estimator").main(["--archs", "conv4,resnet10", "--sizes", "16", "--batch", "2", "--q", "2",
                                        "--repeats", "1", "--conv4-width", "4", "--resnet-width", "2", "--ablate"])
     assert [r["arch"] for r in rows] == ["conv4", "resnet10"]
-    assert all(r[k] > 0 for r in rows for k in ("net", "bare", "ours", "naive", "bare_contiguous", "norm_fused"))
+    assert all(r[k] > 0 for r in rows for k in ("net", "bare", "ours", "naive", "bare_contiguous", "bare_one_pass"))
 
 
 def test_zo_memory_chunks_stay_within_the_budget(bench) -> None:
@@ -40,7 +40,7 @@ def test_zo_memory_chunks_stay_within_the_budget(bench) -> None:
     assert small["largest_call"] * d_bytes <= 1 << 20 and small["largest_call"] < 401
     whole = child({**base, "mode": "zo", "q": 4, "memory_mb": 1})  # all 3 images x 5 points in one call
     assert whole["largest_call"] == 15
-    api = {**base, "arch": "resnet18", "mode": "forward", "max_batch": 2}
+    api = {**base, "arch": "resnet18", "mode": "forward", "slice_mb": 0.01}
     assert child(api)["peak_mb"] >= 0
     assert child({**api, "mode": "time", "repeats": 1})["sliced_over_whole"] > 0
 
@@ -59,7 +59,8 @@ def test_inner_loop_times_and_child_memory(bench, capsys) -> None:
 def test_bidf_iteration_and_end_to_end_share_a_smoke_pool(bench, tmp_path) -> None:
     pools = str(tmp_path / "pools")
     t = bench("bidf_iteration").main(["--iterations", "2", "--meta-batch", "1", "--per-class", "1", "--q", "1",
-                                      "--gen-iters", "1", "--inner-steps", "1", "--pool-dir", pools])
+                                      "--gen-iters", "1", "--inner-steps", "1", "--pool-dir", pools,
+                                      "--image-size", "8"])
     assert t["api_iterations"] >= 1 and t["recovery"] > 0 and t["inner_kd"] > 0
     e2e = bench("end_to_end")
     e2e.RUNS["tiny"] = ("smoke", ["train.meta_iterations=1", "train.val_episodes=1", "eval.episodes=1",

@@ -7,13 +7,13 @@ For image x_i (d = C*H*W) and per-sample loss f_i, with u_ij uniform on the unit
                                                       (+ the base point for the true loss)  B (2q + 1) queries
 
 Directions are drawn on the images' device from a seeded generator; the base point goes in
-the same API call as the perturbed points; the number of images per call comes from a memory
-budget, not a constant.
+the same API call as the perturbed points; what goes in one call comes from a memory budget,
+not a constant: whole images with all their points while they fit, otherwise one image with
+its directions split, so a step holds at most 2 x memory_mb (the call's points and their
+directions) whatever q and B (benchmarks/zo_memory.py).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -25,8 +25,6 @@ from dfml_plugins.params import WhiteBoxEstimatorParams, ZOParams
 class _ZeroOrder(GradientEstimator):
     #: antithetic pairs (central difference) or one-sided (forward difference)
     central = False
-    #: keep the points and directions tensors between chunks and calls (benchmarks/zo_estimator.py)
-    reuse_buffers = True
 
     def __init__(self, params: ZOParams, seed: int = 0):
         if params.q < 1 or params.mu <= 0:
@@ -34,7 +32,6 @@ class _ZeroOrder(GradientEstimator):
         self.p = params
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
-        self._buffers: dict[str, torch.Tensor] = {}
 
     def _generator(self, device: torch.device) -> torch.Generator:
         g = self._generators.get(device)
@@ -75,17 +72,6 @@ class _ZeroOrder(GradientEstimator):
         """Whole images (with all their perturbations) per call; 1 when an image's directions are split."""
         return self.chunks(d, element_size)[0]
 
-    def _buffer(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """A work tensor kept across chunks and calls (no re-allocation and page faults per chunk)."""
-        numel = math.prod(shape)
-        if not self.reuse_buffers:
-            return torch.empty(shape, device=like.device, dtype=like.dtype)
-        buf = self._buffers.get(name)
-        if buf is None or buf.numel() < numel or buf.device != like.device or buf.dtype != like.dtype:
-            self._buffers.pop(name, None)
-            buf = self._buffers[name] = torch.empty(numel, device=like.device, dtype=like.dtype)
-        return buf[:numel].view(shape)
-
     @torch.no_grad()
     def estimate(self, api: object, x: torch.Tensor, loss_fn: PerSampleLoss) -> Estimate:
         b = x.shape[0]
@@ -103,10 +89,10 @@ class _ZeroOrder(GradientEstimator):
             for j in range(0, q, n_dir):
                 k = min(n_dir, q - j)
                 first = j == 0  # the base point rides in the same call as the first directions
-                u = torch.randn(n, k, d, generator=gen, out=self._buffer("u", (n, k, d), x))
+                u = torch.randn(n, k, d, device=x.device, dtype=x.dtype, generator=gen)
                 u /= u.norm(dim=2, keepdim=True)
                 m = int(first) + sides * k
-                points = self._buffer("points", (n, m, d), x)
+                points = torch.empty(n, m, d, device=x.device, dtype=x.dtype)
                 if first:
                     points[:, 0] = xs[:, 0]
                 for side, sign in enumerate((mu, -mu)[:sides]):
@@ -126,6 +112,7 @@ class _ZeroOrder(GradientEstimator):
                     torch.bmm((diff * scale).unsqueeze(1), u, out=out)
                 else:
                     out.baddbmm_((diff * scale).unsqueeze(1), u)
+                del u, points, inputs, scores  # free this chunk before the next one is drawn
         return Estimate(losses, grads.view_as(x))
 
 

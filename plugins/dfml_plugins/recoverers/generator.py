@@ -92,6 +92,8 @@ class GeneratorRecoverer(DataRecoverer):
         targets = torch.arange(k, device=device).repeat_interleave(per_class)
         g_net = Generator(self.p.z_dim, image_size, self.p.width).to(device)
         g_net.reset(generator)
+        if device.type == "cpu":  # after the (layout-dependent) init: 1.2x faster steps, benchmarks/bidf_iteration.py
+            g_net.to(memory_format=torch.channels_last)
         z = torch.randn(n, self.p.z_dim, device=device, generator=generator).requires_grad_(True)
         opt = torch.optim.Adam(list(g_net.parameters()) + [z], lr=self.p.lr, betas=(0.5, 0.999))
         weight = self.p.boundary_weight
