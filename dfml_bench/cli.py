@@ -339,13 +339,28 @@ def pool() -> None:
     """Build, list and inspect API pools (cached; `run` builds the pool it needs on first use)."""
 
 
+def _pool_options(verb: str, workers_help: str) -> Any:
+    """The options `pool build` and `pool serve` share: which scenario's pool, where it is cached."""
+    options = [
+        click.option("--scenario", "-s", default="SS", show_default=True, help=f"Scenario whose pool to {verb}."),
+        click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml"),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="YAML file layered over the profile."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting."),
+        click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools."),
+        click.option("--workers", type=int, help=workers_help),
+    ]
+
+    def decorate(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 @pool.command("build")
-@click.option("--scenario", "-s", default="SS", show_default=True, help="Scenario whose pool to build.")
-@click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over the profile.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
-@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
-@click.option("--workers", type=int, help="Worker processes (default: 2).")
+@_pool_options("build", "Worker processes (default: 2).")
 @click.option("--progress/--no-progress", default=None)
 @click.pass_context
 def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str | None, sets: tuple[str, ...],
@@ -377,12 +392,7 @@ def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str
 
 
 @pool.command("serve")
-@click.option("--scenario", "-s", default="SS", show_default=True, help="Scenario whose pool to serve.")
-@click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over the profile.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
-@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
-@click.option("--workers", type=int, help="Worker processes if the pool must be built (default: 2).")
+@_pool_options("serve", "Worker processes if the pool must be built (default: 2).")
 @click.option("--device", help="Where the APIs run: auto | cpu | cuda | cuda:N  [default: auto]")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback by default).")
 @click.option("--port", type=int, default=8765, show_default=True, help="Port (0: any free port).")

@@ -6,7 +6,6 @@ runner, so every method is measured the same way.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import os
@@ -22,9 +21,9 @@ import torch
 from dfml_bench import store
 from dfml_bench.apis import QueryBudgetExhausted, QueryLedger
 from dfml_bench.config import run_id, run_label
-from dfml_bench.data import EpisodeSampler, FewShotDataset, Normalizer
+from dfml_bench.data import EpisodeSampler, Normalizer
 from dfml_bench.errors import ConfigError, StoreError
-from dfml_bench.evaluation import evaluate, mean_ci95
+from dfml_bench.evaluation import evaluate
 from dfml_bench.interfaces import (ACCESS_LEVELS, MethodContext, RunInfo, ScenarioContext, ScenarioData,
                                    TrainSettings)
 from dfml_bench.plugins import Registry
