@@ -67,3 +67,8 @@ def test_bidf_iteration_and_end_to_end_share_a_smoke_pool(bench, tmp_path) -> No
                                   "method.per_class=1", "estimator.zo_forward.q=1", "recoverer.generator.iterations=1"])
     (row,) = e2e.main(["--runs", "tiny", "--pool-dir", pools])
     assert row["wall_s"] > 0 and row["peak_rss_mb"] > 0 and row["queries"] > 0
+    pool_hash = next(p.name for p in Path(pools).iterdir() if p.is_dir())
+    agreement = bench("recovery_agreement").main(["--pool", pool_hash, "--pool-dir", pools, "--apis", "2",
+                                                  "--per-class", "1", "--iterations", "1", "--width", "4",
+                                                  "--q", "1"])
+    assert len(agreement) == 2 and all(0 <= x <= 100 for x in agreement)

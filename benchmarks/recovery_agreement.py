@@ -1,0 +1,56 @@
+"""Recovery agreement: how often an API labels the images inverted from it as their target class.
+
+Runs BiDf-MKD's generator recoverer with the `zo_forward` estimator on the first `--apis` APIs
+of a built pool and prints each API's agreement (the issue-4 acceptance figure) and the time
+per recovery, for one generator setting per call:
+
+    dfml-bench pool build --scenario SS      # prints the pool hash
+    python benchmarks/recovery_agreement.py --pool <hash> --width 32 --iterations 30 --lr 0.01 --q 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from dfml_bench.apis import QueryLedger
+from dfml_bench.plugins import load_registry
+from dfml_bench.pool import APIPool, default_pool_dir
+from dfml_plugins.estimators.zeroth_order import ZOForward
+from dfml_plugins.params import GeneratorRecovererParams, ZOParams
+from dfml_plugins.recoverers.generator import GeneratorRecoverer
+
+
+def main(argv: list[str] | None = None) -> list[float]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pool", required=True, help="pool hash (dfml-bench pool ls)")
+    ap.add_argument("--apis", type=int, default=4, help="how many APIs of the pool to invert")
+    ap.add_argument("--per-class", type=int, default=10)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--q", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pool-dir", help="cache of built pools (default: dfml-bench's)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    pool = APIPool(Path(a.pool_dir or default_pool_dir()) / a.pool, load_registry(), torch.device("cpu"))
+    recoverer = GeneratorRecoverer(GeneratorRecovererParams(iterations=a.iterations, lr=a.lr, width=a.width))
+    agreements, t0 = [], time.perf_counter()
+    for i in range(min(a.apis, len(pool))):
+        api = pool.api(i, QueryLedger(), white_box=False)
+        found = recoverer.recover(api, ZOForward(ZOParams(q=a.q), i), a.per_class, pool.info(i).input_size,
+                                  torch.Generator().manual_seed(i))
+        agreements.append(found.agreement)  # percent
+    per = (time.perf_counter() - t0) / len(agreements)
+    print(f"width={a.width} iterations={a.iterations} lr={a.lr} q={a.q} per_class={a.per_class}: agreement "
+          + " / ".join(f"{x:.1f}" for x in agreements) + f" %, mean {sum(agreements) / len(agreements):.1f} %, "
+          f"{per:.1f} s per recovery")
+    return agreements
+
+
+if __name__ == "__main__":
+    main()
