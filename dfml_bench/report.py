@@ -160,8 +160,10 @@ def to_rich(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     header, body = wide(rows, ("[bold green]", "[/]"))
+    has_oracle = any(r["access"] == "real_data" for r in rows)
     table = Table(title="5-way accuracy (%) ± 95% CI; best data-free result in green",
-                  caption="oracle rows use real training data and are upper bounds, not data-free results")
+                  caption="oracle rows use real training data and are upper bounds, not data-free results"
+                  if has_oracle else None)
     for h in header:
         table.add_column(h, justify="left" if h == "method" else "right")
     for r in body:

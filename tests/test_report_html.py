@@ -104,3 +104,22 @@ def test_html_renders_in_headless_chromium(page: tuple[Path, Path], tmp_path: Pa
         # the plots are drawn: many distinct colours below the table, not a blank or error page
         lower = rgb.crop((0, 400, 1280, 1600)).getcolors(maxcolors=1 << 16)
         assert lower is None or len(lower) > 50
+
+
+def test_rich_table_states_the_oracle_caveat_only_when_an_oracle_row_is_shown() -> None:
+    from rich.console import Console
+
+    from dfml_bench.report import to_rich
+
+    def rows(*methods: tuple[str, str]) -> list[dict]:
+        return [{"method": m, "scenario": "SS", "shots": 1, "accuracy": 40.0, "ci95": 1.0, "best": False,
+                 "access": a, "failed": 0} for m, a in methods]
+
+    def shown(table_rows: list[dict]) -> str:
+        console = Console(width=200, record=True)
+        console.print(to_rich(table_rows))
+        return console.export_text()
+
+    caveat = "oracle rows use real training data"
+    assert caveat not in shown(rows(("random", "none")))
+    assert caveat in shown(rows(("random", "none"), ("maml_oracle", "real_data")))
