@@ -228,9 +228,16 @@ def _environment(top: Any, results: Path, reporter: Any) -> Any:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the table to this file.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
               help="Also write the plots as PNG files into this directory (needs dfml-bench[report]).")
-def compare(results: str, fmt: str, output: str | None, plot_dir: str | None) -> None:
+@click.option("--methods", "-m", "methods", multiple=True,
+              help="Only these methods, in this order; repeat or comma-separate.")
+@click.option("--gap", "gap", metavar="FLOOR:CEILING",
+              help="Also give each cell the gap it closes, 100 (acc - FLOOR) / (CEILING - FLOOR), e.g. "
+                   "random:maml_oracle.")
+def compare(results: str, fmt: str, output: str | None, plot_dir: str | None, methods: tuple[str, ...],
+            gap: str | None) -> None:
     """Summarise finished runs: mean ± 95% CI per method x scenario x shot; failed runs show as FAILED."""
     from dfml_bench import report, store
+    from dfml_bench.errors import ConfigError
 
     root = Path(results)
     if not root.exists():
@@ -239,6 +246,13 @@ def compare(results: str, fmt: str, output: str | None, plot_dir: str | None) ->
     rows = report.aggregate(finished, store.iter_failures(root))
     if not rows:
         raise DfmlError(f"no finished or failed runs under '{root}'; run `dfml-bench run` first.")
+    if gap is not None:
+        floor, sep, ceiling = gap.partition(":")
+        if not (sep and floor.strip() and ceiling.strip()):
+            raise ConfigError(f"--gap takes FLOOR:CEILING, two method names (e.g. random:maml_oracle), not '{gap}'.")
+        report.add_gap_closed(rows, floor.strip(), ceiling.strip())
+    if methods:
+        rows = report.select_methods(rows, _split(methods) or [])
     if fmt == "html" or plot_dir:
         from dfml_bench import plots
 

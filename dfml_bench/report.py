@@ -6,6 +6,8 @@ The best data-free cell of each column is marked; non-data-free rows (oracles) c
 marker and are never marked best, so nobody mistakes an upper bound for a result.
 Failed runs (``error.json``, see `store.iter_failures`) are counted per cell: a cell whose
 runs all failed reads FAILED, not blank, and a partly failed cell says how many failed.
+Optionally each cell also gives the gap it closes between a floor and a ceiling method
+(`add_gap_closed`), e.g. (bidf_mkd - random) / (maml_oracle - random).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dfml_bench.errors import ConfigError
 from dfml_bench.evaluation import mean_ci95
 
 ACCESS_MARK = {"real_data": " (oracle: real data)", "white": " (white-box)", "black": "", "none": ""}
@@ -44,6 +47,12 @@ def aggregate(results: Iterable[Mapping[str, Any]],
                      "data_free": bool(runs[0].get("data_free", True)),
                      "queries": sum(int(r.get("queries", 0)) for r in runs) / len(runs),
                      "wall_time_s": sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs)})
+    mark_best(rows)
+    return rows
+
+
+def mark_best(rows: list[dict[str, Any]]) -> None:
+    """Set each row's ``best``: the highest data-free accuracy of its (scenario, shots) column."""
     best: dict[tuple[str, int], float] = {}
     for row in rows:
         if row["data_free"] and row["accuracy"] is not None:
@@ -52,7 +61,32 @@ def aggregate(results: Iterable[Mapping[str, Any]],
     for row in rows:
         row["best"] = (row["data_free"] and row["accuracy"] is not None
                        and row["accuracy"] == best.get((row["scenario"], row["shots"])))
-    return rows
+
+
+def select_methods(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """The rows of `methods`, in that order, best marks recomputed among them; a method with no
+    row is a ConfigError."""
+    found = sorted({r["method"] for r in rows})
+    missing = [m for m in methods if m not in found]
+    if missing:
+        raise ConfigError(f"no runs of method(s) {', '.join(missing)} in these results; found: {', '.join(found)}.")
+    chosen = [dict(r) for m in dict.fromkeys(methods) for r in rows if r["method"] == m]
+    mark_best(chosen)
+    return chosen
+
+
+def add_gap_closed(rows: list[dict[str, Any]], floor: str, ceiling: str) -> None:
+    """Set each row's ``gap_closed``: 100 (acc - floor) / (ceiling - floor), within its (scenario,
+    shots) column, where both reference methods have a result there and differ (else None)."""
+    acc = {(r["method"], r["scenario"], r["shots"]): r["accuracy"] for r in rows}
+    for name in (floor, ceiling):
+        if not any(m == name and a is not None for (m, _, _), a in acc.items()):
+            raise ConfigError(f"--gap needs results of '{name}' in these results; run it first or name "
+                              "another method.")
+    for r in rows:
+        lo, hi = acc.get((floor, r["scenario"], r["shots"])), acc.get((ceiling, r["scenario"], r["shots"]))
+        ok = None not in (lo, hi, r["accuracy"]) and hi != lo and r["method"] not in (floor, ceiling)
+        r["gap_closed"] = 100.0 * (r["accuracy"] - lo) / (hi - lo) if ok else None
 
 
 def columns(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
@@ -67,6 +101,8 @@ def _cell(row: Mapping[str, Any] | None, bold: tuple[str, str]) -> str:
         return "FAILED" + (f" ({lost} runs)" if lost > 1 else "")
     text = f"{row['accuracy']:.2f} ± {row['ci95']:.2f}"
     text = f"{bold[0]}{text}{bold[1]}" if row["best"] else text
+    if row.get("gap_closed") is not None:
+        text += f" (gap {row['gap_closed']:.1f}%)"
     return text + (f" ({lost} failed)" if lost else "")
 
 
@@ -74,7 +110,8 @@ def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], 
     """Header and body of the method x (scenario, shot) table."""
     cols = columns(rows)
     index = {(r["method"], r["scenario"], r["shots"]): r for r in rows}
-    methods = sorted({r["method"] for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))  # aggregate's order, or select_methods'
+
     access = {r["method"]: r["access"] for r in rows}
     header = ["method"] + [f"{s} {k}-shot" for s, k in cols]
     body = [[m + ACCESS_MARK.get(access[m], "")] + [_cell(index.get((m, s, k)), bold) for s, k in cols]
@@ -102,7 +139,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     import io
 
     fields = ["method", "scenario", "shots", "accuracy", "ci95", "seeds", "access", "data_free", "best",
-              "queries", "wall_time_s", "failed"]
+              "queries", "wall_time_s", "failed", "gap_closed"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

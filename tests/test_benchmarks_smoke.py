@@ -72,3 +72,22 @@ def test_bidf_iteration_and_end_to_end_share_a_smoke_pool(bench, tmp_path) -> No
                                                   "--per-class", "1", "--iterations", "1", "--width", "4",
                                                   "--q", "1"])
     assert len(agreement) == 2 and all(0 <= x <= 100 for x in agreement)
+
+
+def test_query_efficiency_runs_each_estimator_and_reuses_finished_cells(bench, tmp_path, capsys) -> None:
+    qe = bench("query_efficiency")
+    tiny = ["train.meta_iterations=1", "train.val_episodes=1", "eval.episodes=2", "method.per_class=1",
+            "recoverer.generator.iterations=1"]
+    argv = ["--profile", "smoke", "--results", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+            "--pool-dir", str(tmp_path / "pools"), "--forward-q", "1", "--central-q", "1", "--jobs", "2"]
+    for item in tiny:
+        argv += ["--set", item]
+    table = qe.main(argv)
+    assert [(r["estimator"], r["q"], r["queries_per_image_step"]) for r in table] == [
+        ("zo_forward", 1, 2), ("zo_central", 1, 3)]
+    assert all(r["total_queries"] > 0 and 0 <= r["accuracy"] <= 100 for r in table)
+    assert (tmp_path / "out" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "zo_central" in (tmp_path / "out" / "table.csv").read_text()
+    capsys.readouterr()
+    assert qe.main(argv) == table  # same cells: read back from the store, nothing re-run
+    assert "2 finished earlier, 0 to run" in capsys.readouterr().out

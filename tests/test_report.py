@@ -1,0 +1,47 @@
+"""Summary tables: the gap a method closes between a floor and a ceiling, and method selection."""
+
+from __future__ import annotations
+
+import pytest
+
+from dfml_bench import report
+from dfml_bench.errors import ConfigError
+
+
+def result(method: str, acc: float, shots: int = 1, access: str = "black") -> dict:
+    return {"method": method, "scenario": "SS", "shots": shots, "accuracy": acc, "ci95": 0.5, "access": access,
+            "data_free": access != "real_data", "queries": 0, "wall_time_s": 1.0}
+
+
+@pytest.fixture
+def rows() -> list[dict]:
+    return report.aggregate([result("random", 40.0), result("maml_oracle", 80.0, access="real_data"),
+                             result("bidf_mkd", 50.0), result("kd", 60.0), result("bidf_mkd", 70.0, shots=5),
+                             result("random", 60.0, shots=5)])
+
+
+def test_gap_closed_is_relative_to_floor_and_ceiling_per_column(rows) -> None:
+    report.add_gap_closed(rows, "random", "maml_oracle")
+    gap = {(r["method"], r["shots"]): r["gap_closed"] for r in rows}
+    assert gap[("bidf_mkd", 1)] == pytest.approx(25.0) and gap[("kd", 1)] == pytest.approx(50.0)
+    # no ceiling in the 5-shot column, and the references themselves get no gap
+    assert gap[("bidf_mkd", 5)] is None and gap[("random", 1)] is None and gap[("maml_oracle", 1)] is None
+    md = report.to_markdown(rows)
+    assert "50.00 ± 0.50 (gap 25.0%)" in md and "(gap" not in md.splitlines()[-1]  # maml_oracle row
+    assert "gap_closed" in report.to_csv(rows).splitlines()[0]
+
+
+def test_gap_needs_both_reference_methods(rows) -> None:
+    with pytest.raises(ConfigError, match="'purer'"):
+        report.add_gap_closed(rows, "random", "purer")
+
+
+def test_select_methods_keeps_the_given_order_and_re_marks_the_best(rows) -> None:
+    assert next(r for r in rows if r["method"] == "kd")["best"]
+    chosen = report.select_methods(rows, ["random", "bidf_mkd"])
+    assert [r["method"] for r in chosen] == ["random", "random", "bidf_mkd", "bidf_mkd"]
+    assert [row[0] for row in report.wide(chosen, ("", ""))[1]] == ["random", "bidf_mkd"]
+    best = {(r["method"], r["shots"]) for r in chosen if r["best"]}
+    assert best == {("bidf_mkd", 1), ("bidf_mkd", 5)}  # kd, the best of all, is not shown
+    with pytest.raises(ConfigError, match="no runs of method"):
+        report.select_methods(rows, ["nope"])
