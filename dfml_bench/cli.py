@@ -309,7 +309,10 @@ def list_(ctx: click.Context, kind: str | None) -> None:
                 desc += f" [dim]\\[access={comp.meta.get('access', 'black')}, " \
                         f"data-free={'yes' if comp.meta.get('data_free', True) else 'NO'}, " \
                         f"queries: {escape(str(comp.meta.get('queries', 'not declared')))}][/]"
-            params = "\n".join(f"{p.name}: {p.type} = {p.default!r}  {p.help}" for p in describe(comp.params)) or "-"
+            params = "\n".join(f"{p.name}: {p.type} = {p.default!r}  {p.help}"
+                               + (f" ({p.range_text()})" if p.range_text() else "")
+                               + (f" (one of {', '.join(map(str, p.choices))})" if p.choices else "")
+                               for p in describe(comp.params)) or "-"
             table.add_row(comp.name, comp.plugin, desc, escape(params))
         console.print(table)
     if registry.failed:
