@@ -128,7 +128,7 @@ def test_list_shows_components_params_and_failures(fake_plugin) -> None:
 
 
 def test_list_shows_each_parameters_allowed_range() -> None:
-    result = CliRunner().invoke(main, ["list", "estimator"], terminal_width=300)
+    result = CliRunner(env={"COLUMNS": "300"}).invoke(main, ["list", "estimator"])
     assert result.exit_code == 0, result.output
     line = next(ln for ln in result.output.splitlines() if "smoothing radius" in ln)
     assert "(> 0)" in line  # mu's exclusive lower bound, declared with param(min=0, exclusive_min=True)
