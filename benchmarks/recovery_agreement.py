@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> list[float]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pool", required=True, help="pool hash (dfml-bench pool ls)")
     ap.add_argument("--apis", type=int, default=4, help="how many APIs of the pool to invert")
+    ap.add_argument("--arch", default=None, help="only APIs of this architecture (e.g. resnet18), as in `pool show`")
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--iterations", type=int, default=30)
@@ -40,13 +41,16 @@ def main(argv: list[str] | None = None) -> list[float]:
     pool = APIPool(Path(a.pool_dir or default_pool_dir()) / a.pool, load_registry(), torch.device("cpu"))
     recoverer = GeneratorRecoverer(GeneratorRecovererParams(iterations=a.iterations, lr=a.lr, width=a.width))
     agreements, t0 = [], time.perf_counter()
-    for i in range(min(a.apis, len(pool))):
+    chosen = [i for i in range(len(pool)) if a.arch is None or pool.info(i).architecture == a.arch][:a.apis]
+    if not chosen:
+        raise SystemExit(f"no API of architecture '{a.arch}' in pool {a.pool}; see `dfml-bench pool show {a.pool}`.")
+    for i in chosen:
         api = pool.api(i, QueryLedger(), white_box=False)
         found = recoverer.recover(api, ZOForward(ZOParams(q=a.q), i), a.per_class, pool.info(i).input_size,
                                   torch.Generator().manual_seed(i))
         agreements.append(found.agreement)  # percent
     per = (time.perf_counter() - t0) / len(agreements)
-    print(f"width={a.width} iterations={a.iterations} lr={a.lr} q={a.q} per_class={a.per_class}: agreement "
+    print(("" if a.arch is None else f"arch={a.arch} ") + f"width={a.width} iterations={a.iterations} lr={a.lr} q={a.q} per_class={a.per_class}: agreement "
           + " / ".join(f"{x:.1f}" for x in agreements) + f" %, mean {sum(agreements) / len(agreements):.1f} %, "
           f"{per:.1f} s per recovery")
     return agreements
