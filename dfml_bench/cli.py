@@ -243,6 +243,7 @@ def compare(results: str, fmt: str, output: str | None, plot_dir: str | None, me
     if not root.exists():
         raise DfmlError(f"results directory '{root}' does not exist; run `dfml-bench run` first or pass the right path.")
     finished = list(store.iter_results(root))
+    report.label_variants(finished, {str(r["run_dir"]): store.read_config(Path(r["run_dir"])) for r in finished})
     rows = report.aggregate(finished, store.iter_failures(root))
     if not rows:
         raise DfmlError(f"no finished or failed runs under '{root}'; run `dfml-bench run` first.")

@@ -21,6 +21,43 @@ from dfml_bench.evaluation import mean_ci95
 ACCESS_MARK = {"real_data": " (oracle: real data)", "white": " (white-box)", "black": "", "none": ""}
 
 
+# Settings that may differ between the runs of one row without making them different experiments.
+_NOT_A_VARIANT = ("seed", "shots", "scenario", "version")
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def label_variants(results: list[dict[str, Any]], configs: Mapping[str, Mapping[str, Any] | None]) -> None:
+    """Relabel the runs of a method whose resolved configs differ (beyond seed, shots, scenario and
+    code version) as ``method [key=value, ...]``, naming the differing settings, so that a sweep
+    (e.g. several `--set estimator.zo_forward.q=Q` runs) is never averaged into one row as if
+    its runs were seeds. `configs` maps each result's ``run_dir`` to its config (None: unknown,
+    left unlabelled). The plain method name stays in ``base_method``."""
+    by_method: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for r in results:
+        r.setdefault("base_method", r["method"])
+        config = configs.get(str(r.get("run_dir")))
+        if config is not None:
+            flat = {k: v for k, v in _flatten(config).items() if k.split(".")[0] not in _NOT_A_VARIANT}
+            by_method.setdefault(r["method"], []).append((r, flat))
+    for runs in by_method.values():
+        keys = sorted({k for _, flat in runs for k in flat})
+        differing = [k for k in keys if len({repr(flat.get(k)) for _, flat in runs}) > 1]
+        for r, flat in runs:
+            if differing:
+                short = ", ".join(f"{'.'.join(k.split('.')[-2:])}={flat.get(k)}" for k in differing)
+                r["method"] = f"{r['base_method']} [{short}]"
+
+
 def aggregate(results: Iterable[Mapping[str, Any]],
               failures: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """One row per (method, scenario, shots) with mean, CI, seeds, queries, wall time and the
@@ -36,13 +73,15 @@ def aggregate(results: Iterable[Mapping[str, Any]],
         method, scenario, shots = key
         runs, lost = groups.get(key, []), failed.get(key, [])
         if not runs:
-            rows.append({"method": method, "scenario": scenario, "shots": shots, "accuracy": None, "ci95": None,
+            rows.append({"method": method, "base_method": lost[0].get("base_method", method),
+                         "scenario": scenario, "shots": shots, "accuracy": None, "ci95": None,
                          "seeds": 0, "failed": len(lost), "access": lost[0].get("access", "black"),
                          "data_free": bool(lost[0].get("data_free", True)), "queries": None, "wall_time_s": None})
             continue
         accs = [float(r["accuracy"]) for r in runs]
         mean, ci = mean_ci95(accs) if len(accs) > 1 else (accs[0], float(runs[0]["ci95"]))
-        rows.append({"method": method, "scenario": scenario, "shots": shots, "accuracy": mean, "ci95": ci,
+        rows.append({"method": method, "base_method": runs[0].get("base_method", method),
+                     "scenario": scenario, "shots": shots, "accuracy": mean, "ci95": ci,
                      "seeds": len(runs), "failed": len(lost), "access": runs[0].get("access", "black"),
                      "data_free": bool(runs[0].get("data_free", True)),
                      "queries": sum(int(r.get("queries", 0)) for r in runs) / len(runs),
@@ -66,18 +105,30 @@ def mark_best(rows: list[dict[str, Any]]) -> None:
 def select_methods(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
     """The rows of `methods`, in that order, best marks recomputed among them; a method with no
     row is a ConfigError."""
-    found = sorted({r["method"] for r in rows})
+    found = sorted({r["method"] for r in rows} | {_base(r) for r in rows})
     missing = [m for m in methods if m not in found]
     if missing:
         raise ConfigError(f"no runs of method(s) {', '.join(missing)} in these results; found: {', '.join(found)}.")
-    chosen = [dict(r) for m in dict.fromkeys(methods) for r in rows if r["method"] == m]
+    chosen = [dict(r) for m in dict.fromkeys(methods) for r in rows if m in (r["method"], _base(r))]
     mark_best(chosen)
     return chosen
+
+
+def _base(row: Mapping[str, Any]) -> str:
+    return str(row.get("base_method", row["method"]))
 
 
 def add_gap_closed(rows: list[dict[str, Any]], floor: str, ceiling: str) -> None:
     """Set each row's ``gap_closed``: 100 (acc - floor) / (ceiling - floor), within its (scenario,
     shots) column, where both reference methods have a result there and differ (else None)."""
+    labels = {r["method"] for r in rows}
+    for name in (floor, ceiling):  # a base name stands for its only variant
+        variants = {r["method"] for r in rows if _base(r) == name}
+        if name not in labels and len(variants) > 1:
+            raise ConfigError(f"--gap: '{name}' has several configurations here ({', '.join(sorted(variants))}); "
+                              "name one of them.")
+    floor, ceiling = (next((r["method"] for r in rows if name in (r["method"], _base(r))), name)
+                      for name in (floor, ceiling))
     acc = {(r["method"], r["scenario"], r["shots"]): r["accuracy"] for r in rows}
     for name in (floor, ceiling):
         if not any(m == name and a is not None for (m, _, _), a in acc.items()):

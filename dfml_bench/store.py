@@ -69,6 +69,15 @@ def write_config(path: Path, config: Mapping[str, Any]) -> None:
     atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=True))
 
 
+def read_config(run_path: Path) -> dict[str, Any] | None:
+    """The resolved config a run directory was run with, or None if it has none (or it is unreadable)."""
+    try:
+        config = yaml.safe_load((Path(run_path) / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
     """Append one JSON record as a line (flushed; a crash loses at most the last line)."""
     try:

@@ -45,3 +45,24 @@ def test_select_methods_keeps_the_given_order_and_re_marks_the_best(rows) -> Non
     assert best == {("bidf_mkd", 1), ("bidf_mkd", 5)}  # kd, the best of all, is not shown
     with pytest.raises(ConfigError, match="no runs of method"):
         report.select_methods(rows, ["nope"])
+
+
+def test_runs_of_a_sweep_are_rows_of_their_own_not_seeds_of_one() -> None:
+    def run(q: int, seed: int, scenario: str = "SS") -> tuple[dict, dict]:
+        r = {**result("bidf_mkd", 40.0 + q + seed), "scenario": scenario, "run_dir": f"d{q}-{seed}-{scenario}"}
+        config = {"method": {"name": "bidf_mkd"}, "seed": seed, "version": f"0.{seed}", "shots": 1,
+                  "scenario": {"name": scenario}, "components": {"estimator": {"zo_forward": {"q": q, "mu": 0.005}}}}
+        return r, config
+
+    pairs = [run(5, 0), run(5, 1), run(20, 0), run(20, 0, "SH")]
+    results = [r for r, _ in pairs]
+    report.label_variants(results, {r["run_dir"]: c for r, c in pairs} | {"d-none": None})
+    assert [r["method"] for r in results] == ["bidf_mkd [zo_forward.q=5]"] * 2 + ["bidf_mkd [zo_forward.q=20]"] * 2
+    rows = report.aggregate(results)
+    q5 = next(r for r in rows if r["method"] == "bidf_mkd [zo_forward.q=5]")
+    assert q5["seeds"] == 2 and q5["accuracy"] == pytest.approx(45.5)  # seeds (and code versions) still pool
+    assert {r["base_method"] for r in rows} == {"bidf_mkd"}
+    assert len(report.select_methods(rows, ["bidf_mkd"])) == 3  # the base name selects every variant
+    one = [result("random", 40.0)]
+    report.label_variants(one, {})  # no config known: left as it is
+    assert one[0]["method"] == "random"
