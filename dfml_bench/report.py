@@ -12,6 +12,7 @@ Optionally each cell also gives the gap it closes between a floor and a ceiling 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -58,6 +59,12 @@ def label_variants(results: list[dict[str, Any]], configs: Mapping[str, Mapping[
                 r["method"] = f"{r['base_method']} [{short}]"
 
 
+def _natural(key: tuple[str, str, int]) -> tuple[list[Any], str, int]:
+    """Sort key: numbers inside method labels compare as numbers ('q=5' before 'q=10')."""
+    parts = re.split(r"(\d+)", key[0])
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)], key[1], key[2]
+
+
 def aggregate(results: Iterable[Mapping[str, Any]],
               failures: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """One row per (method, scenario, shots) with mean, CI, seeds, queries, wall time and the
@@ -69,7 +76,7 @@ def aggregate(results: Iterable[Mapping[str, Any]],
     for f in failures:
         failed.setdefault((f["method"], f["scenario"], int(f["shots"])), []).append(f)
     rows = []
-    for key in sorted(set(groups) | set(failed)):
+    for key in sorted(set(groups) | set(failed), key=_natural):
         method, scenario, shots = key
         runs, lost = groups.get(key, []), failed.get(key, [])
         if not runs:
