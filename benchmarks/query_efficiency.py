@@ -55,16 +55,21 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     from dfml_bench.plugins import load_registry
 
     registry = load_registry()
+
+    def run_path(method: str, sets: list[str], common: list[str]) -> Path:
+        flags = {"method": method, "scenario": args.scenario, "shots": [args.shots], "seeds": [args.seed],
+                 "device": args.device}
+        (resolved,) = resolve_runs(build_raw_config(args.profile, None, [*common, *sets], flags), registry)
+        return store.run_dir(Path(args.results), run_label(resolved), run_id(resolved))
+
     cells = []
     for estimator, qs in (("zo_forward", _ints(args.forward_q)), ("zo_central", _ints(args.central_q))):
         for q in qs:
             method = ESTIMATORS[estimator]
-            flags = {"method": method, "scenario": args.scenario, "shots": [args.shots], "seeds": [args.seed],
-                     "device": args.device}
-            raw = build_raw_config(args.profile, None, [*args.set, f"estimator.{estimator}.q={q}"], flags)
-            (resolved,) = resolve_runs(raw, registry)
-            path = store.run_dir(Path(args.results), run_label(resolved), run_id(resolved))
-            cells.append(Cell(estimator, q, method, path))
+            cells.append(Cell(estimator, q, method, run_path(method, [f"estimator.{estimator}.q={q}"], args.set)))
+    if args.reference:  # the same settings, less those of bidf_mkd's own method section
+        common = [item for item in args.set if not item.startswith("method.")]
+        cells.append(Cell("reference", 0, args.reference, run_path(args.reference, [], common)))
     return cells
 
 
@@ -84,8 +89,9 @@ def run_all(cells: list[Cell], args: argparse.Namespace) -> None:
     """Run the unfinished cells, `args.jobs` at a time; fill each cell's result."""
     from dfml_bench import store
 
-    todo = [c for c in cells if store.read_result(c.run_path) is None]
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} finished earlier, {len(todo)} to run "
+    points = [c for c in cells if c.estimator != "reference"]
+    todo = [c for c in points if store.read_result(c.run_path) is None]
+    print(f"{len(points)} cells, {len(points) - len(todo)} finished earlier, {len(todo)} to run "
           f"({args.jobs} at a time, 1 thread each)", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     running: list[tuple[Cell, subprocess.Popen, float]] = []
@@ -109,7 +115,7 @@ def run_all(cells: list[Cell], args: argparse.Namespace) -> None:
 def rows(cells: list[Cell]) -> list[dict]:
     out = []
     for c in cells:
-        if c.result is None:
+        if c.result is None or c.estimator == "reference":
             continue
         per_step = c.q + 1 if c.estimator == "zo_forward" else 2 * c.q + 1
         out.append({"estimator": c.estimator, "q": c.q, "queries_per_image_step": per_step,
@@ -127,8 +133,9 @@ def table_md(table: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def curve_png(table: list[dict], title: str) -> bytes:
-    """Accuracy ± 95% CI against total API queries, one line per estimator (Agg canvas)."""
+def curve_png(table: list[dict], title: str, reference: tuple[str, dict] | None = None) -> bytes:
+    """Accuracy ± 95% CI against total API queries, one line per estimator (Agg canvas); a
+    finished `reference` run (e.g. random, which queries nothing) is a dashed line with its CI band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -144,6 +151,10 @@ def curve_png(table: list[dict], title: str) -> bytes:
         for r in pts:
             ax.annotate(f"q={r['q']}", (r["total_queries"], r["accuracy"]), textcoords="offset points",
                         xytext=(4, 4), fontsize=7)
+    if reference is not None:
+        name, res = reference
+        ax.axhline(res["accuracy"], color="grey", linestyle="--", label=f"{name} (no queries)")
+        ax.axhspan(res["accuracy"] - res["ci95"], res["accuracy"] + res["ci95"], color="grey", alpha=0.15)
     ax.set_xscale("log")
     ax.set_xlabel("total API queries (images)")
     ax.set_ylabel("meta-test accuracy (%)")
@@ -168,6 +179,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--pool-dir", default=None)
     ap.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each")
+    ap.add_argument("--reference", default="random",
+                    help="method drawn as a line when its run (same profile/scenario/shots/seed) is in --results "
+                         "(not run by this script; '' for none)")
     ap.add_argument("--log-dir", default=None, help="per-run logs (default: --results/query-efficiency-logs)")
     ap.add_argument("--set", action="append", default=[], help="extra setting for every run")
     return ap.parse_args(argv)
@@ -183,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     title = (f"bidf_mkd, {args.profile} profile, {args.scenario} {args.shots}-shot, seed {args.seed}"
              + (f", {' '.join(args.set)}" if args.set else ""))
     text = table_md(table, f"Query efficiency: {title}")
+    for c in cells:
+        if c.estimator == "reference":
+            text += (f"\nreference: {c.method} {c.result['accuracy']:.2f} ± {c.result['ci95']:.2f} (no queries)\n"
+                     if c.result else f"\nreference: no finished {c.method} run in {args.results}\n")
     print(text)
     if args.out:
         out = Path(args.out)
@@ -192,8 +210,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             writer = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["estimator"])
             writer.writeheader()
             writer.writerows(table)
+        ref = next(((c.method, c.result) for c in cells if c.estimator == "reference" and c.result), None)
         if table:
-            (out / "curve.png").write_bytes(curve_png(table, title))
+            (out / "curve.png").write_bytes(curve_png(table, title, ref))
     return table
 
 
