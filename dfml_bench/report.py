@@ -197,7 +197,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     import io
 
     fields = ["method", "scenario", "shots", "accuracy", "ci95", "seeds", "access", "data_free", "best",
-              "queries", "wall_time_s", "failed", "gap_closed"]
+              "queries", "wall_time_s", "failed"] + (["gap_closed"] if any("gap_closed" in r for r in rows) else [])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
