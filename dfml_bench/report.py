@@ -22,8 +22,9 @@ from dfml_bench.evaluation import mean_ci95
 ACCESS_MARK = {"real_data": " (oracle: real data)", "white": " (white-box)", "black": "", "none": ""}
 
 
-# Settings that may differ between the runs of one row without making them different experiments.
-_NOT_A_VARIANT = ("seed", "shots", "scenario", "version")
+# Settings that may differ between the runs of one row without making them different experiments
+# (the scenario's name picks the column; its parameters are compared among runs of that scenario).
+_NOT_A_VARIANT = ("seed", "shots", "version", "scenario")
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -37,25 +38,35 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run config flattened to dotted keys, less what may vary within a row; the scenario's
+    parameters are keyed by its name, so SS runs are compared with SS runs only."""
+    flat = _flatten({k: v for k, v in config.items() if k not in _NOT_A_VARIANT})
+    scenario = config.get("scenario")
+    if isinstance(scenario, Mapping) and isinstance(scenario.get("params"), Mapping):
+        flat.update(_flatten(scenario["params"], f"scenario.{scenario.get('name')}."))
+    return flat
+
+
 def label_variants(results: list[dict[str, Any]], configs: Mapping[str, Mapping[str, Any] | None]) -> None:
-    """Relabel the runs of a method whose resolved configs differ (beyond seed, shots, scenario and
-    code version) as ``method [key=value, ...]``, naming the differing settings, so that a sweep
+    """Relabel the runs of a method whose resolved configs differ (beyond seed, shots and code
+    version) as ``method [key=value, ...]``, naming the differing settings, so that a sweep
     (e.g. several `--set estimator.zo_forward.q=Q` runs) is never averaged into one row as if
-    its runs were seeds. `configs` maps each result's ``run_dir`` to its config (None: unknown,
-    left unlabelled). The plain method name stays in ``base_method``."""
+    its runs were seeds. A setting counts as differing when the runs that have it disagree.
+    `configs` maps each result's ``run_dir`` to its config (None: unknown, left unlabelled).
+    The plain method name stays in ``base_method``."""
     by_method: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     for r in results:
         r.setdefault("base_method", r["method"])
         config = configs.get(str(r.get("run_dir")))
         if config is not None:
-            flat = {k: v for k, v in _flatten(config).items() if k.split(".")[0] not in _NOT_A_VARIANT}
-            by_method.setdefault(r["method"], []).append((r, flat))
+            by_method.setdefault(r["method"], []).append((r, _settings(config)))
     for runs in by_method.values():
         keys = sorted({k for _, flat in runs for k in flat})
-        differing = [k for k in keys if len({repr(flat.get(k)) for _, flat in runs}) > 1]
+        differing = [k for k in keys if len({repr(flat[k]) for _, flat in runs if k in flat}) > 1]
         for r, flat in runs:
-            if differing:
-                short = ", ".join(f"{'.'.join(k.split('.')[-2:])}={flat.get(k)}" for k in differing)
+            short = ", ".join(f"{'.'.join(k.split('.')[-2:])}={flat[k]}" for k in differing if k in flat)
+            if short:
                 r["method"] = f"{r['base_method']} [{short}]"
 
 

@@ -66,3 +66,17 @@ def test_runs_of_a_sweep_are_rows_of_their_own_not_seeds_of_one() -> None:
     one = [result("random", 40.0)]
     report.label_variants(one, {})  # no config known: left as it is
     assert one[0]["method"] == "random"
+
+
+def test_scenario_parameters_split_rows_only_within_their_scenario() -> None:
+    def run(name: str, shift: int, seed: int) -> tuple[dict, dict]:
+        r = {**result("random", 40.0 + shift), "scenario": name, "run_dir": f"{name}-{shift}-{seed}"}
+        config = {"method": {"name": "random"}, "seed": seed,
+                  "scenario": {"name": name, "params": {"api_shift": shift, "architectures": [name]}}}
+        return r, config
+
+    # SS and SH differ in their own parameters (not a variant); two SS shifts are
+    pairs = [run("SS", 0, 0), run("SS", 0, 1), run("SH", 0, 0), run("SS", 4, 0)]
+    results = [r for r, _ in pairs]
+    report.label_variants(results, {r["run_dir"]: c for r, c in pairs})
+    assert [r["method"] for r in results] == ["random [SS.api_shift=0]"] * 2 + ["random", "random [SS.api_shift=4]"]
