@@ -98,9 +98,9 @@ def run_all(cells: list[Cell], args: argparse.Namespace) -> None:
     while todo or running:
         while todo and len(running) < args.jobs:
             cell = todo.pop(0)
-            log = open(Path(args.log_dir) / f"{cell.estimator}-q{cell.q}.log", "w")  # noqa: SIM115
-            running.append((cell, subprocess.Popen(command(cell, args), stdout=log, stderr=subprocess.STDOUT,
-                                                   env=env), time.perf_counter()))
+            with open(Path(args.log_dir) / f"{cell.estimator}-q{cell.q}.log", "w") as log:  # the child keeps its copy
+                proc = subprocess.Popen(command(cell, args), stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((cell, proc, time.perf_counter()))
         time.sleep(0.5)
         for item in list(running):
             cell, proc, t0 = item
