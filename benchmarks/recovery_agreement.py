@@ -19,7 +19,7 @@ import torch
 from dfml_bench.apis import QueryLedger
 from dfml_bench.plugins import load_registry
 from dfml_bench.pool import APIPool, default_pool_dir
-from dfml_plugins.estimators.zeroth_order import ZOForward
+from dfml_plugins.estimators.zeroth_order import WhiteBoxGradient, ZOForward
 from dfml_plugins.params import GeneratorRecovererParams, ZOParams
 from dfml_plugins.recoverers.generator import GeneratorRecoverer
 
@@ -34,23 +34,29 @@ def main(argv: list[str] | None = None) -> list[float]:
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--q", type=int, default=20)
+    ap.add_argument("--pad", type=int, default=4, help="random-crop padding of the recovery augmentation, px")
+    ap.add_argument("--no-flip", action="store_true", help="no random horizontal flips in the recovery augmentation")
+    ap.add_argument("--white-box", action="store_true", help="exact input gradients instead of zo_forward")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pool-dir", help="cache of built pools (default: dfml-bench's)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     pool = APIPool(Path(a.pool_dir or default_pool_dir()) / a.pool, load_registry(), torch.device("cpu"))
-    recoverer = GeneratorRecoverer(GeneratorRecovererParams(iterations=a.iterations, lr=a.lr, width=a.width))
+    recoverer = GeneratorRecoverer(GeneratorRecovererParams(iterations=a.iterations, lr=a.lr, width=a.width,
+                                                                  pad=a.pad, flip=not a.no_flip))
     agreements, t0 = [], time.perf_counter()
     chosen = [i for i in range(len(pool)) if a.arch is None or pool.info(i).architecture == a.arch][:a.apis]
     if not chosen:
         raise SystemExit(f"no API of architecture '{a.arch}' in pool {a.pool}; see `dfml-bench pool show {a.pool}`.")
     for i in chosen:
-        api = pool.api(i, QueryLedger(), white_box=False)
-        found = recoverer.recover(api, ZOForward(ZOParams(q=a.q), i), a.per_class, pool.info(i).input_size,
+        api = pool.api(i, QueryLedger(), white_box=a.white_box)
+        estimator = WhiteBoxGradient() if a.white_box else ZOForward(ZOParams(q=a.q), i)
+        found = recoverer.recover(api, estimator, a.per_class, pool.info(i).input_size,
                                   torch.Generator().manual_seed(i))
         agreements.append(found.agreement)  # percent
     per = (time.perf_counter() - t0) / len(agreements)
-    print(("" if a.arch is None else f"arch={a.arch} ") + f"width={a.width} iterations={a.iterations} lr={a.lr} q={a.q} per_class={a.per_class}: agreement "
+    print(("" if a.arch is None else f"arch={a.arch} ") + f"width={a.width} iterations={a.iterations} lr={a.lr} "
+          + ("white_box" if a.white_box else f"q={a.q}") + f" pad={a.pad} flip={not a.no_flip} per_class={a.per_class}: agreement "
           + " / ".join(f"{x:.1f}" for x in agreements) + f" %, mean {sum(agreements) / len(agreements):.1f} %, "
           f"{per:.1f} s per recovery")
     return agreements

@@ -78,6 +78,11 @@ class RecoveredSet:
     agreement: float        # % of images the API labels as their target
     scores: torch.Tensor    # the API's outputs on `images` (queried once; reuse them as teacher outputs)
 
+    def agreed(self) -> torch.Tensor:
+        """Boolean mask of the images the API labels as their target (from `scores`, no new query)."""
+        pred = self.scores if self.scores.dim() == 1 else self.scores.argmax(1)
+        return pred.to(self.labels.device) == self.labels
+
 
 class DataRecoverer(abc.ABC):
     """Inverts one API into labelled images, optionally pushing them toward a student's boundary.

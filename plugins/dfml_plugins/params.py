@@ -174,6 +174,9 @@ class BidfMkdParams:
                          min=1)
     interval: int = param(10, "interval: an API meta-iteration every this many meta-iterations", min=1)
     first_order: bool = param(False, "first-order inner loops for both API and replay tasks")
+    remember: str = param("all", "recovered images that enter the replay memory: all (PROTOCOL.md) or agreed "
+                          "(only those the API labels as their target, so replay labels are right)",
+                          choices=("all", "agreed"))
 
 
 @dataclass

@@ -6,7 +6,8 @@ One meta-iteration is either a batch of API tasks or a batch of replay tasks:
   with the configured estimator and recoverer, query the API ONCE for its outputs on it, adapt
   the meta model by KD on it (inner level), recover a query set (with the boundary term against
   the adapted model once `boundary_start` is reached), and take KD on the query set as the
-  outer loss. Both sets enter the replay memory under the API's global class ids.
+  outer loss. Both sets enter the replay memory under the API's global class ids (with
+  `remember=agreed`, only the images the API labels as their target).
 * replay task: a task drawn from the memory, trained with MAML on the recovery labels.
 
 The schedule (PROTOCOL.md section 8): the first meta-iteration is an API one; then replay until
@@ -26,7 +27,7 @@ from torch.func import functional_call
 
 from dfml_bench.data import Task
 from dfml_bench.errors import ConfigError
-from dfml_bench.interfaces import Method, MethodContext
+from dfml_bench.interfaces import Method, MethodContext, RecoveredSet
 from dfml_bench.seeding import derive_seed
 from dfml_plugins.meta_learners.kd import kd_loss
 from dfml_plugins.params import BidfMkdParams
@@ -99,13 +100,22 @@ class BidfMkd(Method):
         query_t = api_probs(query.scores, ctx.ways, api.output)
         logits = functional_call(model, fast, (norm.from_unit(query.images),))
         loss = kd_loss(logits, query_t)
-        classes = torch.tensor(info.classes)
-        self.memory.add(support.images, classes[support.labels.cpu()], domain)
-        self.memory.add(query.images, classes[query.labels.cpu()], domain)
+        self._remember(support, info.classes, domain)
+        self._remember(query, info.classes, domain)
         self.last_images = support.images.detach().cpu()
         acc = 100.0 * (logits.argmax(1) == query_t.argmax(1)).float().mean().item()
         return loss, {"train_acc": acc, "recovery_loss": (support.loss + query.loss) / 2,
                       "agreement": (support.agreement + query.agreement) / 2}
+
+    def _remember(self, found: RecoveredSet, classes: tuple[int, ...], domain: int) -> None:
+        """Store a recovered set under global class ids; with remember=agreed only the images
+        the API labels as their target (the agreement mask costs no query)."""
+        images, labels = found.images, found.labels
+        if self.params.remember == "agreed":
+            keep = found.agreed()
+            images, labels = images[keep], labels[keep]
+        if len(labels):
+            self.memory.add(images, torch.tensor(classes)[labels.cpu()], domain)
 
     def _replay_task(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         ctx = self.context
