@@ -6,12 +6,17 @@ per recovery, for one generator setting per call:
 
     dfml-bench pool build --scenario SS      # prints the pool hash
     python benchmarks/recovery_agreement.py --pool <hash> --width 32 --iterations 30 --lr 0.01 --q 20
+
+`--peers` also asks every other API of the pool that was trained on a recovered image's class
+to label it: images that carry the class convince those peers; images fitted to the source
+API's quirks do not.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -37,6 +42,10 @@ def main(argv: list[str] | None = None) -> list[float]:
     ap.add_argument("--pad", type=int, default=4, help="random-crop padding of the recovery augmentation, px")
     ap.add_argument("--no-flip", action="store_true", help="no random horizontal flips in the recovery augmentation")
     ap.add_argument("--white-box", action="store_true", help="exact input gradients instead of zo_forward")
+    ap.add_argument("--peers", action="store_true",
+                    help="also query every OTHER API that knows a recovered image's class and print, per (source, "
+                         "peer) architecture, how often the peer labels it so (do the images carry the class, or "
+                         "only the source API's quirks?)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pool-dir", help="cache of built pools (default: dfml-bench's)")
     a = ap.parse_args(argv)
@@ -45,21 +54,45 @@ def main(argv: list[str] | None = None) -> list[float]:
     recoverer = GeneratorRecoverer(GeneratorRecovererParams(iterations=a.iterations, lr=a.lr, width=a.width,
                                                                   pad=a.pad, flip=not a.no_flip))
     agreements, t0 = [], time.perf_counter()
-    chosen = [i for i in range(len(pool)) if a.arch is None or pool.info(i).architecture == a.arch][:a.apis]
+    infos = [pool.info(i) for i in range(len(pool))]
+    if a.arch is None:
+        chosen = list(range(len(pool)))[:a.apis]
+    else:
+        chosen = [i for i in range(len(pool)) if infos[i].architecture == a.arch][:a.apis]
     if not chosen:
         raise SystemExit(f"no API of architecture '{a.arch}' in pool {a.pool}; see `dfml-bench pool show {a.pool}`.")
+    cross: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])  # (source, peer) -> [agreed, asked]
     for i in chosen:
         api = pool.api(i, QueryLedger(), white_box=a.white_box)
         estimator = WhiteBoxGradient() if a.white_box else ZOForward(ZOParams(q=a.q), i)
-        found = recoverer.recover(api, estimator, a.per_class, pool.info(i).input_size,
+        found = recoverer.recover(api, estimator, a.per_class, infos[i].input_size,
                                   torch.Generator().manual_seed(i))
         agreements.append(found.agreement)  # percent
+        if a.peers:
+            peer_agreement(pool, infos, i, found.images, torch.tensor(infos[i].classes)[found.labels], cross)
     per = (time.perf_counter() - t0) / len(agreements)
     print(("" if a.arch is None else f"arch={a.arch} ") + f"width={a.width} iterations={a.iterations} lr={a.lr} "
           + ("white_box" if a.white_box else f"q={a.q}") + f" pad={a.pad} flip={not a.no_flip} per_class={a.per_class}: agreement "
           + " / ".join(f"{x:.1f}" for x in agreements) + f" %, mean {sum(agreements) / len(agreements):.1f} %, "
           f"{per:.1f} s per recovery")
+    for (src, peer), (agreed, asked) in sorted(cross.items()):
+        print(f"  from {src} to {peer} peers: {100 * agreed / asked:.1f} % of {asked} images")
     return agreements
+
+
+def peer_agreement(pool: APIPool, infos: list, source: int, images: torch.Tensor, classes: torch.Tensor,
+                   cross: dict[tuple[str, str], list[int]]) -> None:
+    """Ask every other API that knows some of the recovered classes to label those images."""
+    for j, info in enumerate(infos):
+        shared = torch.tensor([c for c in info.classes if c in infos[source].classes], dtype=torch.long)
+        if j == source or not len(shared):
+            continue
+        mask = torch.isin(classes, shared)
+        with torch.no_grad():
+            pred = torch.tensor(info.classes)[pool.api(j, QueryLedger(), white_box=False).query(images[mask]).argmax(1)]
+        tally = cross[(infos[source].architecture, info.architecture)]
+        tally[0] += int((pred == classes[mask]).sum())
+        tally[1] += int(mask.sum())
 
 
 if __name__ == "__main__":

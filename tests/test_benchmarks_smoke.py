@@ -70,7 +70,7 @@ def test_bidf_iteration_and_end_to_end_share_a_smoke_pool(bench, tmp_path) -> No
     pool_hash = next(p.name for p in Path(pools).iterdir() if p.is_dir())
     agreement = bench("recovery_agreement").main(["--pool", pool_hash, "--pool-dir", pools, "--apis", "2",
                                                   "--per-class", "1", "--iterations", "1", "--width", "4",
-                                                  "--q", "1"])
+                                                  "--q", "1", "--peers"])
     assert len(agreement) == 2 and all(0 <= x <= 100 for x in agreement)
 
 

@@ -114,3 +114,61 @@ def test_generator_width_defaults_to_the_protocol_and_scales_the_hidden_layers()
     assert [m.out_channels for m in narrow.modules() if isinstance(m, nn.Conv2d)] == [32, 16, 3]
     n_wide = sum(p.numel() for p in wide.parameters())
     assert sum(p.numel() for p in narrow.parameters()) < n_wide / 4
+
+
+class _FakeAPI:
+    """Answers with fixed logits per image value; counts queries."""
+
+    def __init__(self, answers: dict[float, int], ways: int = 2):
+        self.answers, self.ways, self.queried = answers, ways, 0
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        self.queried += len(x)
+        out = torch.zeros(len(x), self.ways)
+        for n, img in enumerate(x):
+            out[n, self.answers[round(img.flatten()[0].item(), 1)]] = 1.0
+        return out
+
+
+def _memory_host(remember: str, pool: list[tuple[tuple[int, ...], _FakeAPI | None]]):
+    from types import SimpleNamespace
+
+    from dfml_plugins.methods.bidf_mkd import BidfMkd
+
+    apis = SimpleNamespace(info=lambda i: SimpleNamespace(classes=pool[i][0]), get=lambda i: pool[i][1])
+    host = SimpleNamespace(params=SimpleNamespace(remember=remember), memory=TaskMemory(TaskMemoryParams()),
+                           apis=apis, cpu_generator=torch.Generator().manual_seed(0),
+                           knowers={c: [i for i, (cs, _) in enumerate(pool) if c in cs] for cs, _ in pool for c in cs})
+    host._peers_agree = lambda *a: BidfMkd._peers_agree(host, *a)  # type: ignore[arg-type]
+    return host, BidfMkd._remember
+
+
+def _stored(host) -> dict[int, list[float]]:
+    return {c: [round(v, 1) for v in (x.float() / 255).flatten(1)[:, 0].tolist()] for c, x in host.memory.images.items()}
+
+
+def test_remember_filters_the_replay_memory_by_the_api_and_by_a_peer_api() -> None:
+    from dfml_bench.interfaces import RecoveredSet
+
+    labels = torch.tensor([0, 0, 1, 1])
+    scores = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 2.0], [2.0, 0.0]])  # the API agrees on images 0 and 2
+    images = torch.stack([torch.full((3, 4, 4), v) for v in (0.1, 0.2, 0.3, 0.4)])
+    found = RecoveredSet(images, labels, 0.0, 50.0, scores)
+    assert found.agreed().tolist() == [True, False, True, False]
+    # API 0 knows global classes 7 and 9; API 1 knows 9 (at output 1) and labels image 0.3 as class 5
+    peer = _FakeAPI({0.1: 0, 0.2: 0, 0.3: 0, 0.4: 1})
+    pool = [((7, 9), None), ((5, 9), peer)]
+    stored = {}
+    for remember in ("all", "agreed", "consensus"):
+        host, remember_fn = _memory_host(remember, pool)
+        remember_fn(host, found, 0, 0)
+        stored[remember] = _stored(host)
+    assert stored["all"] == {7: [0.1, 0.2], 9: [0.3, 0.4]}
+    assert stored["agreed"] == {7: [0.1], 9: [0.3]}
+    # class 7 has no other API: kept on agreement; class 9's agreed image is rejected by its peer
+    assert stored["consensus"] == {7: [0.1]}
+    assert peer.queried == 1  # only the agreed image of a class a peer knows was sent
+    # label-only APIs return predicted positions instead of scores; no agreement stores nothing
+    host, remember_fn = _memory_host("agreed", pool)
+    remember_fn(host, RecoveredSet(images, labels, 0.0, 0.0, torch.tensor([1, 1, 0, 0])), 0, 0)
+    assert host.memory.num_classes() == 0

@@ -174,9 +174,11 @@ class BidfMkdParams:
                          min=1)
     interval: int = param(10, "interval: an API meta-iteration every this many meta-iterations", min=1)
     first_order: bool = param(False, "first-order inner loops for both API and replay tasks")
-    remember: str = param("all", "recovered images that enter the replay memory: all (PROTOCOL.md) or agreed "
-                          "(only those the API labels as their target, so replay labels are right)",
-                          choices=("all", "agreed"))
+    remember: str = param("all", "recovered images that enter the replay memory: all (PROTOCOL.md); agreed "
+                          "(those the API labels as their target); consensus (agreed, and labelled so by another "
+                          "API that knows the class too: one query per image; kept on agreement alone when no "
+                          "other API knows the class)",
+                          choices=("all", "agreed", "consensus"))
 
 
 @dataclass

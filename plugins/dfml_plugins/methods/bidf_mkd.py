@@ -6,8 +6,8 @@ One meta-iteration is either a batch of API tasks or a batch of replay tasks:
   with the configured estimator and recoverer, query the API ONCE for its outputs on it, adapt
   the meta model by KD on it (inner level), recover a query set (with the boundary term against
   the adapted model once `boundary_start` is reached), and take KD on the query set as the
-  outer loss. Both sets enter the replay memory under the API's global class ids (with
-  `remember=agreed`, only the images the API labels as their target).
+  outer loss. Both sets enter the replay memory under the API's global class ids (filtered
+  by `remember`: all, agreed by the API, or agreed by the API and by another API of the class).
 * replay task: a task drawn from the memory, trained with MAML on the recovery labels.
 
 The schedule (PROTOCOL.md section 8): the first meta-iteration is an API one; then replay until
@@ -57,6 +57,10 @@ class BidfMkd(Method):
         self.cpu_generator = torch.Generator().manual_seed(derive_seed("bidf_mkd-replay", context.seed))
         self.best_acc, self.since_best, self.api_next = float("-inf"), 0, True
         self.last_images: torch.Tensor | None = None
+        self.knowers: dict[int, list[int]] = {}  # global class -> the APIs trained on it (consensus checks)
+        for i in range(len(self.apis)):
+            for c in self.apis.info(i).classes:
+                self.knowers.setdefault(c, []).append(i)
 
     # -- schedule ---------------------------------------------------------------------------
     def _is_api_iteration(self, iteration: int) -> bool:
@@ -100,22 +104,40 @@ class BidfMkd(Method):
         query_t = api_probs(query.scores, ctx.ways, api.output)
         logits = functional_call(model, fast, (norm.from_unit(query.images),))
         loss = kd_loss(logits, query_t)
-        self._remember(support, info.classes, domain)
-        self._remember(query, info.classes, domain)
+        self._remember(support, index, domain)
+        self._remember(query, index, domain)
         self.last_images = support.images.detach().cpu()
         acc = 100.0 * (logits.argmax(1) == query_t.argmax(1)).float().mean().item()
         return loss, {"train_acc": acc, "recovery_loss": (support.loss + query.loss) / 2,
                       "agreement": (support.agreement + query.agreement) / 2}
 
-    def _remember(self, found: RecoveredSet, classes: tuple[int, ...], domain: int) -> None:
-        """Store a recovered set under global class ids; with remember=agreed only the images
-        the API labels as their target (the agreement mask costs no query)."""
-        images, labels = found.images, found.labels
-        if self.params.remember == "agreed":
-            keep = found.agreed()
-            images, labels = images[keep], labels[keep]
-        if len(labels):
-            self.memory.add(images, torch.tensor(classes)[labels.cpu()], domain)
+    def _remember(self, found: RecoveredSet, index: int, domain: int) -> None:
+        """Store a set recovered from API `index` under global class ids, filtered by `remember`:
+        agreed keeps the images the API labels as their target (no query); consensus also asks
+        one other API trained on the same class (drawn at random) and keeps those it labels so."""
+        glob = torch.tensor(self.apis.info(index).classes)[found.labels.cpu()]
+        keep = torch.ones(len(glob), dtype=torch.bool)
+        if self.params.remember != "all":
+            keep = found.agreed().cpu()
+        if self.params.remember == "consensus":
+            keep &= self._peers_agree(index, found.images, glob, keep)
+        if keep.any():
+            self.memory.add(found.images[keep.to(found.images.device)], glob[keep], domain)
+
+    def _peers_agree(self, index: int, images: torch.Tensor, glob: torch.Tensor, ask: torch.Tensor) -> torch.Tensor:
+        """Per image: does another API that knows its class label it so? True where none knows it."""
+        ok = torch.ones(len(glob), dtype=torch.bool)
+        for c in glob[ask].unique().tolist():
+            peers = [j for j in self.knowers.get(c, []) if j != index]
+            if not peers:
+                continue
+            j = peers[int(torch.randint(len(peers), (1,), generator=self.cpu_generator))]
+            sel = ask & (glob == c)
+            with torch.no_grad():
+                out = self.apis.get(j).query(images[sel.to(images.device)])
+            pred = (out if out.dim() == 1 else out.argmax(1)).cpu()
+            ok[sel] = torch.tensor(self.apis.info(j).classes)[pred] == c
+        return ok
 
     def _replay_task(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         ctx = self.context
