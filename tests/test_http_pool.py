@@ -204,9 +204,11 @@ def test_gives_up_at_the_deadline_with_one_sentence_and_refunds(local, serve) ->
     pool = client(local, server, deadline_s=0.4)
     server.faults = FaultPlan(fraction=1.0, kinds=("500",))
     ledger = QueryLedger()
+    # the last attempt gets only what is left of the deadline, so on a loaded machine it may time out
     with pytest.raises(RemoteAPIError, match=r"gave no valid answer within the 0.4 s deadline \(\d+ attempts, "
-                                             r"the last: HTTP 500\)") as info:
+                                             r"the last: (HTTP 500|TimeoutError: timed out)\)") as info:
         pool.api(0, ledger).query(images(4))
+    assert server.faults_injected["500"] >= 1
     assert "\n" not in str(info.value) and ledger.total == 0 and sum(server.usage().values()) == 0
     server.close()
     with pytest.raises(RemoteAPIError, match="ConnectionRefusedError"):
