@@ -116,9 +116,7 @@ class BidfMkd(Method):
         agreed keeps the images the API labels as their target (no query); consensus also asks
         one other API trained on the same class (drawn at random) and keeps those it labels so."""
         glob = torch.tensor(self.apis.info(index).classes)[found.labels.cpu()]
-        keep = torch.ones(len(glob), dtype=torch.bool)
-        if self.params.remember != "all":
-            keep = found.agreed().cpu()
+        keep = torch.ones(len(glob), dtype=torch.bool) if self.params.remember == "all" else found.agreed().cpu()
         if self.params.remember == "consensus":
             keep &= self._peers_agree(index, found.images, glob, keep)
         if keep.any():
