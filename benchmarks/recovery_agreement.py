@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> list[float]:
     if not chosen:
         raise SystemExit(f"no API of architecture '{a.arch}' in pool {a.pool}; see `dfml-bench pool show {a.pool}`.")
     cross: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])  # (source, peer) -> [agreed, asked]
+    peer_ledger = QueryLedger()  # one ledger, so the pool's handle cache reuses each peer's loaded model
     for i in chosen:
         api = pool.api(i, QueryLedger(), white_box=a.white_box)
         estimator = WhiteBoxGradient() if a.white_box else ZOForward(ZOParams(q=a.q), i)
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> list[float]:
                                   torch.Generator().manual_seed(i))
         agreements.append(found.agreement)  # percent
         if a.peers:
-            peer_agreement(pool, infos, i, found.images, torch.tensor(infos[i].classes)[found.labels], cross)
+            peer_agreement(pool, infos, i, found.images, torch.tensor(infos[i].classes)[found.labels], cross,
+                           peer_ledger)
     per = (time.perf_counter() - t0) / len(agreements)
     print(("" if a.arch is None else f"arch={a.arch} ") + f"width={a.width} iterations={a.iterations} lr={a.lr} "
           + ("white_box" if a.white_box else f"q={a.q}") + f" pad={a.pad} flip={not a.no_flip} per_class={a.per_class}: agreement "
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> list[float]:
 
 
 def peer_agreement(pool: APIPool, infos: list, source: int, images: torch.Tensor, classes: torch.Tensor,
-                   cross: dict[tuple[str, str], list[int]]) -> None:
+                   cross: dict[tuple[str, str], list[int]], ledger: QueryLedger) -> None:
     """Ask every other API that knows some of the recovered classes to label those images."""
     for j, info in enumerate(infos):
         shared = torch.tensor([c for c in info.classes if c in infos[source].classes], dtype=torch.long)
@@ -89,7 +91,7 @@ def peer_agreement(pool: APIPool, infos: list, source: int, images: torch.Tensor
             continue
         mask = torch.isin(classes, shared)
         with torch.no_grad():
-            pred = torch.tensor(info.classes)[pool.api(j, QueryLedger(), white_box=False).query(images[mask]).argmax(1)]
+            pred = torch.tensor(info.classes)[pool.api(j, ledger, white_box=False).query(images[mask]).argmax(1)]
         tally = cross[(infos[source].architecture, info.architecture)]
         tally[0] += int((pred == classes[mask]).sum())
         tally[1] += int(mask.sum())
