@@ -76,11 +76,12 @@ def deep_inversion(api: object, per: int, size: int, iters: int, g: torch.Genera
     return torch.sigmoid(logit).detach()
 
 
-def fill_memory(source: str, pool: APIPool, split: object, per: int, iters: int, seed: int) -> tuple[TaskMemory, float]:
-    """One memory of `per` images per API class from `source`; returns it and the mean API agreement."""
+def fill_memory(source: str, pool: APIPool, chosen: list[int], split: object, per: int, iters: int, seed: int,
+                recovery: GeneratorRecovererParams, q: int) -> tuple[TaskMemory, float]:
+    """One memory of `per` images per class of each chosen API from `source`; returns it and the mean API agreement."""
     mem, ledger, g = TaskMemory(TaskMemoryParams()), QueryLedger(), torch.Generator().manual_seed(seed)
     agreements = []
-    for i in range(len(pool)):
+    for i in chosen:
         info = pool.info(i)
         api = pool.api(i, ledger, white_box=source in ("generator-wb", "deepinversion"))
         labels = torch.arange(len(info.classes)).repeat_interleave(per)
@@ -92,9 +93,8 @@ def fill_memory(source: str, pool: APIPool, split: object, per: int, iters: int,
         elif source == "deepinversion":
             x = deep_inversion(api, per, info.input_size, iters, g)
         else:
-            estimator = WhiteBoxGradient() if source == "generator-wb" else ZOForward(ZOParams(q=20), seed)
-            x = GeneratorRecoverer(GeneratorRecovererParams(iterations=iters)).recover(
-                api, estimator, per, info.input_size, g).images
+            estimator = WhiteBoxGradient() if source == "generator-wb" else ZOForward(ZOParams(q=q), seed)
+            x = GeneratorRecoverer(recovery).recover(api, estimator, per, info.input_size, g).images
         with torch.no_grad():
             agreements.append((api.query(x).argmax(1) == labels).float().mean().item() * 100)
         mem.add(x, torch.tensor(info.classes)[labels], 0)
@@ -106,16 +106,31 @@ def main() -> None:
     ap.add_argument("--pool", required=True, help="pool hash (dfml-bench pool ls) of a single-domain glyphs conv4 pool")
     ap.add_argument("--source", default="real,noise,generator-wb", help=f"comma-separated, from {SOURCES}")
     ap.add_argument("--per", type=int, default=10, help="images per API class")
-    ap.add_argument("--iters", type=int, default=100, help="inversion iterations (generator / deepinversion)")
+    ap.add_argument("--iters", type=int, default=30,
+                    help="inversion iterations (generator / deepinversion; 30: the quick profile)")
     ap.add_argument("--train", type=int, default=200, help="meta-iterations (4 tasks each, first-order MAML)")
     ap.add_argument("--episodes", type=int, default=100, help="meta-val episodes (5-way 1-shot)")
     ap.add_argument("--replay-pad", type=int, default=0,
                     help="random translation (pixels) of every replayed image, to test whether diversity helps")
+    ap.add_argument("--arch", default=None, help="only the pool's APIs of this architecture (e.g. resnet18), as in "
+                                                 "`dfml-bench pool show`")
+    ap.add_argument("--apis", type=int, default=None, help="at most this many APIs (default: all chosen)")
+    ap.add_argument("--width", type=int, default=32, help="generator width (the quick profile's)")
+    ap.add_argument("--lr", type=float, default=0.01, help="generator learning rate (the quick profile's)")
+    ap.add_argument("--q", type=int, default=20, help="zo_forward directions (the quick profile's)")
+    ap.add_argument("--pad", type=int, default=4, help="random-crop padding of the recovery augmentation, px")
+    ap.add_argument("--flip", action="store_true", help="random horizontal flips in the recovery augmentation")
+    ap.add_argument("--tv", type=float, default=0.0, help="weight of the generator recoverer's total-variation prior")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     registry = load_registry()
     pool = APIPool(default_pool_dir() / a.pool, registry, torch.device("cpu"))
+    chosen = [i for i in range(len(pool)) if a.arch is None or pool.info(i).architecture == a.arch]
+    chosen = chosen[:a.apis] if a.apis else chosen
+    if not chosen:
+        raise SystemExit(f"pool {a.pool} has no API of architecture '{a.arch}'; see `dfml-bench pool show {a.pool}`.")
+    recovery = GeneratorRecovererParams(iterations=a.iters, width=a.width, lr=a.lr, pad=a.pad, flip=a.flip, tv=a.tv)
     dataset = pool.info(0).dataset
     if not dataset.startswith("glyphs-"):
         raise SystemExit(f"the probe reads glyphs pools; pool {a.pool} is on {dataset}.")
@@ -126,7 +141,7 @@ def main() -> None:
         if source not in SOURCES:
             raise SystemExit(f"unknown source '{source}'; choose from {', '.join(SOURCES)}.")
         t0 = time.perf_counter()
-        mem, agreement = fill_memory(source, pool, ds.splits["train"], a.per, a.iters, a.seed)
+        mem, agreement = fill_memory(source, pool, chosen, ds.splits["train"], a.per, a.iters, a.seed, recovery, a.q)
         t_fill = time.perf_counter() - t0
         torch.manual_seed(a.seed)
         model = build_conv4(Conv4Params(), 5, ds.image_size)
@@ -145,7 +160,8 @@ def main() -> None:
             torch.stack(losses).mean().backward()
             opt.step()
         after = evaluate(model, val, a.episodes, 10, 0.01)
-        print(json.dumps({"source": source, "per": a.per, "replay_pad": a.replay_pad, "classes": mem.num_classes(), "api_agreement": round(agreement, 1),
+        print(json.dumps({"source": source, "arch": a.arch, "apis": len(chosen), "per": a.per, "tv": a.tv, "pad": a.pad,
+                          "replay_pad": a.replay_pad, "classes": mem.num_classes(), "api_agreement": round(agreement, 1),
                           "val_before": round(before.accuracy, 2), "val_after": round(after.accuracy, 2),
                           "ci95": round(after.ci95, 2), "fill_s": round(t_fill, 1),
                           "total_s": round(time.perf_counter() - t0, 1)}), flush=True)

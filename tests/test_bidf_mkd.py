@@ -172,3 +172,75 @@ def test_remember_filters_the_replay_memory_by_the_api_and_by_a_peer_api() -> No
     host, remember_fn = _memory_host("agreed", pool)
     remember_fn(host, RecoveredSet(images, labels, 0.0, 0.0, torch.tensor([1, 1, 0, 0])), 0, 0)
     assert host.memory.num_classes() == 0
+
+
+def test_tv_prior_smooths_the_recovered_images_at_no_query_cost() -> None:
+    from types import SimpleNamespace
+
+    from dfml_bench.interfaces import Estimate
+    from dfml_plugins.params import GeneratorRecovererParams
+    from dfml_plugins.recoverers.generator import GeneratorRecoverer, total_variation
+
+    assert total_variation(torch.full((2, 3, 8, 8), 0.3)).tolist() == [0.0, 0.0]
+    checker = (torch.arange(8)[:, None] + torch.arange(8)).remainder(2).float().expand(1, 3, 8, 8)
+    assert total_variation(checker).item() == pytest.approx(2.0)  # every adjacent pair differs by 1, both ways
+
+    class FlatEstimator:  # an API loss with no gradient: only the prior can move the generator
+        calls = 0
+
+        def estimate(self, api, x, loss_fn) -> Estimate:
+            FlatEstimator.calls += 1
+            return Estimate(torch.zeros(len(x)), torch.zeros_like(x))
+
+    api = SimpleNamespace(num_classes=2, output="logits", query=lambda x: torch.zeros(len(x), 2))
+
+    def recovered_tv(tv: float) -> float:
+        params = GeneratorRecovererParams(iterations=20, width=8, lr=0.05, tv=tv)
+        found = GeneratorRecoverer(params).recover(api, FlatEstimator(), 4, 16, torch.Generator().manual_seed(0))
+        return total_variation(found.images).mean().item()
+
+    plain = recovered_tv(0.0)
+    assert FlatEstimator.calls == 20  # one estimate (its queries) per iteration, with or without the prior
+    assert recovered_tv(5.0) < 0.5 * plain
+    assert FlatEstimator.calls == 40
+
+
+def test_api_task_replay_distils_kept_tasks_again_without_queries(registry, tmp_path) -> None:
+    result = run(registry, tmp_path, "bidf_mkd", "method.bidf_mkd.replay_tasks=api", "method.bidf_mkd.keep=1",
+                 "train.meta_iterations=6")
+    (run_dir,) = (tmp_path / "results" / "runs").iterdir()
+    records = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "api_task" in r]
+    kinds = [r["api_task"] for r in records]
+    assert kinds[0] == 1.0 and 0.0 in kinds  # replay iterations happen once an API task is kept
+    for before, r in zip(records, records[1:]):
+        if r["api_task"] == 0.0:  # a replayed API task is distilled from its cached outputs
+            assert r["queries"] == before["queries"] and 0 <= r["train_acc"] <= 100
+    assert result["queries"] == records[-1]["queries"]
+
+
+def test_kept_api_tasks_survive_a_checkpoint() -> None:
+    import io
+    from collections import deque
+    from types import SimpleNamespace
+
+    from dfml_plugins.methods.bidf_mkd import BidfMkd, KeptTask, to_uint8
+
+    images = torch.rand(4, 3, 8, 8)
+    assert (to_uint8(images).float() / 255 - images).abs().max() <= 0.5 / 255 + 1e-6
+
+    def host(kept: list[KeptTask]) -> SimpleNamespace:
+        return SimpleNamespace(optimizer=torch.optim.Adam([nn.Parameter(torch.zeros(1))]),
+                               memory=TaskMemory(TaskMemoryParams()), best_acc=1.0, since_best=0, api_next=False,
+                               generator=torch.Generator(), cpu_generator=torch.Generator(), estimator=object(),
+                               last_images=None, kept=deque(kept, maxlen=2))
+
+    task = KeptTask(1, to_uint8(images), torch.softmax(torch.randn(4, 2), 1), to_uint8(images.flip(0)),
+                    torch.softmax(torch.randn(4, 2), 1))
+    buffer = io.BytesIO()
+    torch.save(BidfMkd.state_dict(host([task])), buffer)
+    buffer.seek(0)
+    restored = host([])
+    BidfMkd.load_state_dict(restored, torch.load(buffer, weights_only=True))
+    (back,) = restored.kept
+    assert back.domain == 1 and all(torch.equal(getattr(back, f), getattr(task, f))
+                                    for f in ("support", "support_targets", "query", "query_targets"))

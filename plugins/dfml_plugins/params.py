@@ -131,6 +131,8 @@ class GeneratorRecovererParams:
     width: int = param(128, "generator channels (PROTOCOL.md: 128); its cost grows with width^2", min=1)
     pad: int = param(4, "random-crop padding of the per-sample augmentation, px", min=0)
     flip: bool = param(True, "random horizontal flips in the augmentation")
+    tv: float = param(0.0, "weight of a total-variation image prior added to every sample's loss (0: PROTOCOL.md's "
+                      "loss); computed on the generator's side, so it costs no queries", min=0)
     boundary_weight: float = param(1.0, "weight of the boundary term when a student is given (section 7)", min=0)
 
 
@@ -179,6 +181,11 @@ class BidfMkdParams:
                           "API that knows the class too: one query per image; kept on agreement alone when no "
                           "other API knows the class)",
                           choices=("all", "agreed", "consensus"))
+    replay_tasks: str = param("memory", "what a replay task is: memory (PROTOCOL.md: MAML with cross-entropy on a "
+                              "task drawn from the task memory) or api (bi-level KD again on a kept API task: its "
+                              "recovered support and query sets with their cached API outputs, no queries)",
+                              choices=("memory", "api"))
+    keep: int = param(32, "replay_tasks=api: the most recent API tasks kept for replay", min=1)
 
 
 @dataclass

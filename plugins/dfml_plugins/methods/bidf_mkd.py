@@ -8,7 +8,9 @@ One meta-iteration is either a batch of API tasks or a batch of replay tasks:
   the adapted model once `boundary_start` is reached), and take KD on the query set as the
   outer loss. Both sets enter the replay memory under the API's global class ids (filtered
   by `remember`: all, agreed by the API, or agreed by the API and by another API of the class).
-* replay task: a task drawn from the memory, trained with MAML on the recovery labels.
+* replay task: a task drawn from the memory, trained with MAML on the recovery labels; or, with
+  `replay_tasks=api` (not in PROTOCOL.md), one of the last `keep` API tasks again: bi-level KD
+  on its recovered support and query sets against their cached API outputs (no queries).
 
 The schedule (PROTOCOL.md section 8): the first meta-iteration is an API one; then replay until
 the meta-batch's mean train accuracy has not set a new maximum for `patience` meta-iterations,
@@ -18,6 +20,8 @@ alternative. Task losses are averaged over the meta-batch.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,22 @@ from dfml_bench.seeding import derive_seed
 from dfml_plugins.meta_learners.kd import kd_loss
 from dfml_plugins.params import BidfMkdParams
 from dfml_plugins.recoverers.api_loss import api_probs
+
+
+@dataclasses.dataclass
+class KeptTask:
+    """An API task kept for replay: uint8 support / query images and their cached API outputs."""
+
+    domain: int
+    support: torch.Tensor
+    support_targets: torch.Tensor
+    query: torch.Tensor
+    query_targets: torch.Tensor
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0,1] float images -> uint8 (as the task memory stores them)."""
+    return images.detach().clamp(0, 1).mul(255).round_().to(torch.uint8)
 
 
 class BidfMkd(Method):
@@ -57,6 +77,7 @@ class BidfMkd(Method):
         self.cpu_generator = torch.Generator().manual_seed(derive_seed("bidf_mkd-replay", context.seed))
         self.best_acc, self.since_best, self.api_next = float("-inf"), 0, True
         self.last_images: torch.Tensor | None = None
+        self.kept: deque[KeptTask] = deque(maxlen=params.keep)  # replay_tasks=api: recent API tasks
         self.knowers: dict[int, list[int]] = {}  # global class -> the APIs trained on it (consensus checks)
         for i in range(len(self.apis)):
             for c in self.apis.info(i).classes:
@@ -64,7 +85,7 @@ class BidfMkd(Method):
 
     # -- schedule ---------------------------------------------------------------------------
     def _is_api_iteration(self, iteration: int) -> bool:
-        if not self.memory.can_sample(self.context.ways):
+        if not (self.kept if self.params.replay_tasks == "api" else self.memory.can_sample(self.context.ways)):
             return True
         if self.params.schedule == "interval":
             return iteration % max(self.params.interval, 1) == 0
@@ -102,14 +123,31 @@ class BidfMkd(Method):
 
         query = self.recoverer.recover(api, self.estimator, p.per_class, info.input_size, self.generator, student)
         query_t = api_probs(query.scores, ctx.ways, api.output)
-        logits = functional_call(model, fast, (norm.from_unit(query.images),))
-        loss = kd_loss(logits, query_t)
-        self._remember(support, index, domain)
-        self._remember(query, index, domain)
+        loss, acc = self._outer_kd(fast, norm, query.images, query_t)
+        if p.replay_tasks == "api":
+            self.kept.append(KeptTask(domain, to_uint8(support.images), support_t.detach(),
+                                      to_uint8(query.images), query_t.detach()))
+        else:
+            self._remember(support, index, domain)
+            self._remember(query, index, domain)
         self.last_images = support.images.detach().cpu()
-        acc = 100.0 * (logits.argmax(1) == query_t.argmax(1)).float().mean().item()
         return loss, {"train_acc": acc, "recovery_loss": (support.loss + query.loss) / 2,
                       "agreement": (support.agreement + query.agreement) / 2}
+
+    def _outer_kd(self, fast: dict[str, torch.Tensor], norm: Any, images: torch.Tensor,
+                  targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """KD of the adapted model on a query set: the outer loss and the argmax agreement, %."""
+        logits = functional_call(self.context.model, fast, (norm.from_unit(images),))
+        return kd_loss(logits, targets), 100.0 * (logits.argmax(1) == targets.argmax(1)).float().mean().item()
+
+    def _replay_api_task(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Bi-level KD again on a kept API task (uniformly drawn), from its cached API outputs."""
+        kept = self.kept[int(torch.randint(len(self.kept), (1,), generator=self.cpu_generator))]
+        norm = self.context.normalizers[kept.domain]
+        fast = self.api_learner.adapt(self.context.model, params, norm.from_unit(kept.support.float() / 255),
+                                      kept.support_targets, create_graph=not self.params.first_order)
+        loss, acc = self._outer_kd(fast, norm, kept.query.float() / 255, kept.query_targets)
+        return loss, {"train_acc": acc}
 
     def _remember(self, found: RecoveredSet, index: int, domain: int) -> None:
         """Store a set recovered from API `index` under global class ids, filtered by `remember`:
@@ -138,6 +176,8 @@ class BidfMkd(Method):
         return ok
 
     def _replay_task(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.params.replay_tasks == "api":
+            return self._replay_api_task(params)
         ctx = self.context
         draw = self.memory.sample(ctx.ways, ctx.shots, ctx.queries, self.cpu_generator)
         size = max(x.shape[-1] for x in draw.support)  # MH mixes resolutions: one size per task
@@ -180,7 +220,7 @@ class BidfMkd(Method):
                 "generator": self.generator.get_state(), "cpu_generator": self.cpu_generator.get_state(),
                 # the estimator's own seeded generators (zero-order directions), when it has any
                 "estimator": self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else {},
-                "last_images": self.last_images}
+                "last_images": self.last_images, "kept": [dataclasses.astuple(k) for k in self.kept]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -190,6 +230,8 @@ class BidfMkd(Method):
         self.cpu_generator.set_state(state["cpu_generator"].cpu())
         if state.get("estimator") and hasattr(self.estimator, "load_state_dict"):
             self.estimator.load_state_dict(state["estimator"])
+        self.kept.clear()
+        self.kept.extend(KeptTask(*k) for k in state.get("kept", []))
         last = state.get("last_images")
         self.last_images = last.cpu() if last is not None else None
 

@@ -9,6 +9,9 @@ base points, not the surrogate's value) is kept.
 
 With a student (the task-adapted meta model) the loss adds the boundary term
 -w * m(x) * ||A(x) - s(x)||_1, m(x) = 1 where API and student agree on the argmax.
+
+An optional total-variation prior (`tv` > 0, not in PROTOCOL.md) adds tv * TV(x_i) to each
+sample's loss; its gradient is exact (it needs no API), so it costs no queries.
 """
 
 from __future__ import annotations
@@ -77,6 +80,13 @@ def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -
     return x
 
 
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean absolute difference between vertically and horizontally adjacent pixels."""
+    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+    return dh + dw
+
+
 class GeneratorRecoverer(DataRecoverer):
     """Zero-order (or white-box) generator inversion with an optional boundary term."""
 
@@ -114,10 +124,11 @@ class GeneratorRecoverer(DataRecoverer):
             x = g_net(z)
             xa = augment(x, self.p.pad, self.p.flip, generator)
             est = estimator.estimate(api, xa.detach(), loss_fn)
-            true_loss = est.loss.mean().item()
+            prior = self.p.tv * total_variation(x).mean() if self.p.tv > 0 else x.new_zeros(())
+            true_loss = est.loss.mean().item() + prior.item()
             if true_loss < best_loss:
                 best_loss, best_x = true_loss, x.detach().clone()
-            surrogate = (xa * est.grad).flatten(1).sum(1).mean()
+            surrogate = (xa * est.grad).flatten(1).sum(1).mean() + prior
             opt.zero_grad(set_to_none=True)
             surrogate.backward()
             opt.step()
