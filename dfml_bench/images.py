@@ -10,6 +10,11 @@ import torch
 from dfml_bench.store import atomic_write_bytes
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0,1] float images -> uint8 on the same device (how replay memories store images)."""
+    return images.detach().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, pad: int = 2) -> None:
     """Save [N,3,H,W] images in [0,1] (or uint8) as one PNG grid, `nrow` images per row."""
     from PIL import Image

@@ -223,7 +223,8 @@ def test_kept_api_tasks_survive_a_checkpoint() -> None:
     from collections import deque
     from types import SimpleNamespace
 
-    from dfml_plugins.methods.bidf_mkd import BidfMkd, KeptTask, to_uint8
+    from dfml_bench.images import to_uint8
+    from dfml_plugins.methods.bidf_mkd import BidfMkd, KeptTask
 
     images = torch.rand(4, 3, 8, 8)
     assert (to_uint8(images).float() / 255 - images).abs().max() <= 0.5 / 255 + 1e-6

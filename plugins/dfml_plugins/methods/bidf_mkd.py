@@ -31,6 +31,7 @@ from torch.func import functional_call
 
 from dfml_bench.data import Task
 from dfml_bench.errors import ConfigError
+from dfml_bench.images import to_uint8
 from dfml_bench.interfaces import Method, MethodContext, RecoveredSet
 from dfml_bench.seeding import derive_seed
 from dfml_plugins.meta_learners.kd import kd_loss
@@ -47,11 +48,6 @@ class KeptTask:
     support_targets: torch.Tensor
     query: torch.Tensor
     query_targets: torch.Tensor
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[0,1] float images -> uint8 (as the task memory stores them)."""
-    return images.detach().clamp(0, 1).mul(255).round_().to(torch.uint8)
 
 
 class BidfMkd(Method):

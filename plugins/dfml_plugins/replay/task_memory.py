@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from dfml_bench.images import to_uint8
 from dfml_bench.interfaces import ReplayDraw, ReplayStrategy
 from dfml_plugins.params import NoReplayParams, TaskMemoryParams
 
@@ -24,7 +25,7 @@ class TaskMemory(ReplayStrategy):
         self.domain: dict[int, int] = {}
 
     def add(self, images: torch.Tensor, classes: torch.Tensor, domain: int) -> None:
-        data = images.detach().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+        data = to_uint8(images).cpu()
         for c in classes.unique().tolist():
             new = data[(classes == c).cpu()]
             old = self.images.get(c)
