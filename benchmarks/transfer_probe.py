@@ -15,6 +15,11 @@ before and after. Sources, side by side:
 If a source's "after" is not above its "before", meta-learning from it cannot beat `random`
 on this pool, whatever the rest of the method does.
 
+`--learner kd` probes the other half of BiDf-MKD instead: every meta-training task is one API's
+set (half of each class's images as the support set, the other half as the query set), and the
+model is meta-trained with first-order bi-level KD against the API's soft outputs on them (the
+API task of BiDf-MKD, replayed from cached outputs), not with cross-entropy on recovery labels.
+
     dfml-bench pool build --scenario SS     # prints the pool hash
     python benchmarks/transfer_probe.py --pool <hash> --source real,noise,generator-wb
 """
@@ -37,10 +42,12 @@ from dfml_bench.plugins import load_registry
 from dfml_bench.pool import APIPool, default_pool_dir
 from dfml_plugins.datasets.glyphs import build_glyphs
 from dfml_plugins.estimators.zeroth_order import WhiteBoxGradient, ZOForward
+from dfml_plugins.meta_learners.kd import BilevelKD
 from dfml_plugins.meta_learners.maml import MAML
 from dfml_plugins.models.conv4 import build_conv4
-from dfml_plugins.params import (Conv4Params, GeneratorRecovererParams, GlyphsParams, MamlParams, TaskMemoryParams,
-                                 ZOParams)
+from dfml_plugins.params import (Conv4Params, GeneratorRecovererParams, GlyphsParams, KDParams, MamlParams,
+                                 TaskMemoryParams, ZOParams)
+from dfml_plugins.recoverers.api_loss import api_probs
 from dfml_plugins.recoverers.generator import GeneratorRecoverer, augment
 from dfml_plugins.replay.task_memory import TaskMemory
 
@@ -77,10 +84,11 @@ def deep_inversion(api: object, per: int, size: int, iters: int, g: torch.Genera
 
 
 def fill_memory(source: str, pool: APIPool, chosen: list[int], split: object, per: int, iters: int, seed: int,
-                recovery: GeneratorRecovererParams, q: int) -> tuple[TaskMemory, float]:
-    """One memory of `per` images per class of each chosen API from `source`; returns it and the mean API agreement."""
+                recovery: GeneratorRecovererParams, q: int) -> tuple[TaskMemory, list[tuple[torch.Tensor, torch.Tensor]], float]:
+    """`per` images per class of each chosen API from `source`: a task memory of them, the per-API
+    sets with the API's output probabilities (for `--learner kd`), and the mean API agreement."""
     mem, ledger, g = TaskMemory(TaskMemoryParams()), QueryLedger(), torch.Generator().manual_seed(seed)
-    agreements = []
+    agreements, sets = [], []
     for i in chosen:
         info = pool.info(i)
         api = pool.api(i, ledger, white_box=source in ("generator-wb", "deepinversion"))
@@ -96,9 +104,23 @@ def fill_memory(source: str, pool: APIPool, chosen: list[int], split: object, pe
             estimator = WhiteBoxGradient() if source == "generator-wb" else ZOForward(ZOParams(q=q), seed)
             x = GeneratorRecoverer(recovery).recover(api, estimator, per, info.input_size, g).images
         with torch.no_grad():
-            agreements.append((api.query(x).argmax(1) == labels).float().mean().item() * 100)
+            probs = api_probs(api.query(x), len(info.classes), api.output)
+        agreements.append((probs.argmax(1) == labels).float().mean().item() * 100)
         mem.add(x, torch.tensor(info.classes)[labels], 0)
-    return mem, sum(agreements) / len(agreements)
+        sets.append((x, probs))
+    return mem, sets, sum(agreements) / len(agreements)
+
+
+def kd_task(sets: list[tuple[torch.Tensor, torch.Tensor]], per: int, norm: Normalizer, g: torch.Generator,
+            permute: bool) -> Task:
+    """One API's set as a bi-level KD task: the first half of each class's images as support, the rest as
+    query; with `permute`, the API's classes take a random order over the model's outputs."""
+    x, probs = sets[int(torch.randint(len(sets), (1,), generator=g))]
+    if permute:
+        probs = probs[:, torch.randperm(probs.shape[1], generator=g)]
+    first = (torch.arange(len(x)) % per) < per // 2
+    return Task(norm.from_unit(x[first]), probs[first].argmax(1), norm.from_unit(x[~first]), probs[~first].argmax(1),
+                support_t=probs[first], query_t=probs[~first])
 
 
 def main() -> None:
@@ -121,6 +143,11 @@ def main() -> None:
     ap.add_argument("--pad", type=int, default=4, help="random-crop padding of the recovery augmentation, px")
     ap.add_argument("--flip", action="store_true", help="random horizontal flips in the recovery augmentation")
     ap.add_argument("--tv", type=float, default=0.0, help="weight of the generator recoverer's total-variation prior")
+    ap.add_argument("--learner", choices=("maml", "kd"), default="maml",
+                    help="maml: cross-entropy replay tasks from the memory (the replay half); kd: first-order "
+                         "bi-level KD on one API's set against its outputs (the API half)")
+    ap.add_argument("--permute", action="store_true",
+                    help="--learner kd: draw a random order of the API's classes over the model's outputs per task")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -141,26 +168,31 @@ def main() -> None:
         if source not in SOURCES:
             raise SystemExit(f"unknown source '{source}'; choose from {', '.join(SOURCES)}.")
         t0 = time.perf_counter()
-        mem, agreement = fill_memory(source, pool, chosen, ds.splits["train"], a.per, a.iters, a.seed, recovery, a.q)
+        mem, sets, agreement = fill_memory(source, pool, chosen, ds.splits["train"], a.per, a.iters, a.seed, recovery, a.q)
         t_fill = time.perf_counter() - t0
         torch.manual_seed(a.seed)
         model = build_conv4(Conv4Params(), 5, ds.image_size)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        maml, g = MAML(MamlParams(first_order=True)), torch.Generator().manual_seed(a.seed + 1)
+        learner = BilevelKD(KDParams(inner_steps=5, first_order=True)) if a.learner == "kd" \
+            else MAML(MamlParams(first_order=True))
+        g = torch.Generator().manual_seed(a.seed + 1)
         before = evaluate(model, val, a.episodes, 10, 0.01)
         for _ in range(a.train):
             params, losses = dict(model.named_parameters()), []
             for _ in range(4):
+                if a.learner == "kd":
+                    losses.append(learner.task_outcome(model, params, kd_task(sets, a.per, norm, g, a.permute)).loss)
+                    continue
                 d = mem.sample(5, 1, 15, g)
                 xs = torch.cat([norm.from_unit(augment(x.float() / 255, a.replay_pad, False, g)) for x in d.support])
                 xq = torch.cat([norm.from_unit(augment(x.float() / 255, a.replay_pad, False, g)) for x in d.query])
                 task = Task(xs, torch.arange(5), xq, torch.arange(5).repeat_interleave(15))
-                losses.append(maml.task_outcome(model, params, task).loss)
+                losses.append(learner.task_outcome(model, params, task).loss)
             opt.zero_grad()
             torch.stack(losses).mean().backward()
             opt.step()
         after = evaluate(model, val, a.episodes, 10, 0.01)
-        print(json.dumps({"source": source, "arch": a.arch, "apis": len(chosen), "per": a.per, "tv": a.tv, "pad": a.pad,
+        print(json.dumps({"source": source, "learner": a.learner, "permute": a.permute, "arch": a.arch, "apis": len(chosen), "per": a.per, "tv": a.tv, "pad": a.pad,
                           "replay_pad": a.replay_pad, "classes": mem.num_classes(), "api_agreement": round(agreement, 1),
                           "val_before": round(before.accuracy, 2), "val_after": round(after.accuracy, 2),
                           "ci95": round(after.ci95, 2), "fill_s": round(t_fill, 1),

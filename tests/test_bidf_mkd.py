@@ -245,3 +245,47 @@ def test_kept_api_tasks_survive_a_checkpoint() -> None:
     (back,) = restored.kept
     assert back.domain == 1 and all(torch.equal(getattr(back, f), getattr(task, f))
                                     for f in ("support", "support_targets", "query", "query_targets"))
+
+
+@pytest.mark.parametrize("permute", [False, True])
+def test_permute_maps_api_classes_to_outputs_in_a_task_order_and_the_boundary_student_back(
+        registry, tmp_path, monkeypatch, permute) -> None:
+    from torch.func import functional_call
+
+    from dfml_plugins.methods import bidf_mkd
+    from dfml_plugins.recoverers.generator import GeneratorRecoverer
+
+    order = torch.tensor([2, 0, 1, 4, 3])
+    hosts, teachers, inner_targets, fast_params, students = [], [], [], [], []
+    if permute:
+        monkeypatch.setattr(bidf_mkd.BidfMkd, "_class_order", lambda self: order)
+    task, probs, adapt, recover = (bidf_mkd.BidfMkd._api_task, bidf_mkd.api_probs, BilevelKD.adapt,
+                                   GeneratorRecoverer.recover)
+    monkeypatch.setattr(bidf_mkd.BidfMkd, "_api_task", lambda self, *a: hosts.append(self) or task(self, *a))
+    monkeypatch.setattr(bidf_mkd, "api_probs", lambda *a: teachers.append(probs(*a)) or teachers[-1])
+
+    def spy_adapt(self, model, params, x, y, **kw):
+        inner_targets.append(y)
+        fast_params.append(adapt(self, model, params, x, y, **kw))
+        return fast_params[-1]
+
+    def spy_recover(self, api, estimator, per_class, size, generator, student=None):
+        found = recover(self, api, estimator, per_class, size, generator, student)
+        if student is not None:
+            students.append((fast_params[-1], found.images, student(found.images)))
+        return found
+
+    monkeypatch.setattr(BilevelKD, "adapt", spy_adapt)
+    monkeypatch.setattr(GeneratorRecoverer, "recover", spy_recover)
+    run(registry, tmp_path, "bidf_mkd", f"method.bidf_mkd.permute={permute}", "method.bidf_mkd.boundary_start=0",
+        "train.meta_iterations=1")
+    expected = order if permute else torch.arange(5)
+    assert inner_targets and students
+    for y, teacher in zip(inner_targets, teachers[::2]):  # support teachers: every API task's first api_probs
+        assert torch.equal(y, teacher[:, expected])
+    host = hosts[0]
+    for fast, images, api_order_logits in students:  # the boundary term sees the student in the API's order
+        with torch.no_grad():
+            logits = functional_call(host.context.model, {k: v.detach() for k, v in fast.items()},
+                                     (host.context.normalizers[0].from_unit(images),))
+        assert torch.allclose(api_order_logits[:, expected], logits, atol=1e-5)

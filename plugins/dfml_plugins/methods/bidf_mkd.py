@@ -8,6 +8,9 @@ One meta-iteration is either a batch of API tasks or a batch of replay tasks:
   the adapted model once `boundary_start` is reached), and take KD on the query set as the
   outer loss. Both sets enter the replay memory under the API's global class ids (filtered
   by `remember`: all, agreed by the API, or agreed by the API and by another API of the class).
+  With `permute` (not in PROTOCOL.md) the API's classes take a random order over the meta
+  model's outputs in each task, as MAML shuffles labels, so that the few APIs of a pool do not
+  become a few fixed tasks whose label maps the meta model can memorise instead of adapting.
 * replay task: a task drawn from the memory, trained with MAML on the recovery labels; or, with
   `replay_tasks=api` (not in PROTOCOL.md), one of the last `keep` API tasks again: bi-level KD
   on its recovered support and query sets against their cached API outputs (no queries).
@@ -107,19 +110,21 @@ class BidfMkd(Method):
         model = ctx.model
         support = self.recoverer.recover(api, self.estimator, p.per_class, info.input_size, self.generator)
         support_t = api_probs(support.scores, ctx.ways, api.output)  # queried once, cached for all inner steps
+        order = self._class_order()  # model output j <- API class order[j]
         sx = norm.from_unit(support.images)
-        fast = self.api_learner.adapt(model, params, sx, support_t, create_graph=not p.first_order)
+        fast = self.api_learner.adapt(model, params, sx, support_t[:, order], create_graph=not p.first_order)
         student = None
         if p.boundary and iteration >= p.boundary_start:
             frozen = {k: v.detach() for k, v in fast.items()}
+            api_order = torch.argsort(order)  # the student's logits in the API's class order
 
             def student(x: torch.Tensor) -> torch.Tensor:
                 with torch.no_grad():
-                    return functional_call(model, frozen, (norm.from_unit(x),))
+                    return functional_call(model, frozen, (norm.from_unit(x),))[:, api_order]
 
         query = self.recoverer.recover(api, self.estimator, p.per_class, info.input_size, self.generator, student)
         query_t = api_probs(query.scores, ctx.ways, api.output)
-        loss, acc = self._outer_kd(fast, norm, query.images, query_t)
+        loss, acc = self._outer_kd(fast, norm, query.images, query_t[:, order])
         if p.replay_tasks == "api":
             self.kept.append(KeptTask(domain, to_uint8(support.images), support_t.detach(),
                                       to_uint8(query.images), query_t.detach()))
@@ -130,6 +135,13 @@ class BidfMkd(Method):
         return loss, {"train_acc": acc, "recovery_loss": (support.loss + query.loss) / 2,
                       "agreement": (support.agreement + query.agreement) / 2}
 
+    def _class_order(self) -> torch.Tensor:
+        """The API classes' order over the model's outputs for one task: random with `permute`."""
+        ways, device = self.context.ways, self.context.device
+        if not self.params.permute:
+            return torch.arange(ways, device=device)
+        return torch.randperm(ways, generator=self.cpu_generator).to(device)
+
     def _outer_kd(self, fast: dict[str, torch.Tensor], norm: Any, images: torch.Tensor,
                   targets: torch.Tensor) -> tuple[torch.Tensor, float]:
         """KD of the adapted model on a query set: the outer loss and the argmax agreement, %."""
@@ -139,10 +151,10 @@ class BidfMkd(Method):
     def _replay_api_task(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Bi-level KD again on a kept API task (uniformly drawn), from its cached API outputs."""
         kept = self.kept[int(torch.randint(len(self.kept), (1,), generator=self.cpu_generator))]
-        norm = self.context.normalizers[kept.domain]
+        norm, order = self.context.normalizers[kept.domain], self._class_order()
         fast = self.api_learner.adapt(self.context.model, params, norm.from_unit(kept.support.float() / 255),
-                                      kept.support_targets, create_graph=not self.params.first_order)
-        loss, acc = self._outer_kd(fast, norm, kept.query.float() / 255, kept.query_targets)
+                                      kept.support_targets[:, order], create_graph=not self.params.first_order)
+        loss, acc = self._outer_kd(fast, norm, kept.query.float() / 255, kept.query_targets[:, order])
         return loss, {"train_acc": acc}
 
     def _remember(self, found: RecoveredSet, index: int, domain: int) -> None:
