@@ -84,7 +84,8 @@ def deep_inversion(api: object, per: int, size: int, iters: int, g: torch.Genera
 
 
 def fill_memory(source: str, pool: APIPool, chosen: list[int], split: object, per: int, iters: int, seed: int,
-                recovery: GeneratorRecovererParams, q: int) -> tuple[TaskMemory, list[tuple[torch.Tensor, torch.Tensor]], float]:
+                recovery: GeneratorRecovererParams, q: int
+                ) -> tuple[TaskMemory, list[tuple[torch.Tensor, torch.Tensor]], float]:
     """`per` images per class of each chosen API from `source`: a task memory of them, the per-API
     sets with the API's output probabilities (for `--learner kd`), and the mean API agreement."""
     mem, ledger, g = TaskMemory(TaskMemoryParams()), QueryLedger(), torch.Generator().manual_seed(seed)
@@ -192,7 +193,8 @@ def main() -> None:
             torch.stack(losses).mean().backward()
             opt.step()
         after = evaluate(model, val, a.episodes, 10, 0.01)
-        print(json.dumps({"source": source, "learner": a.learner, "permute": a.permute, "arch": a.arch, "apis": len(chosen), "per": a.per, "tv": a.tv, "pad": a.pad,
+        print(json.dumps({"source": source, "seed": a.seed, "learner": a.learner, "permute": a.permute,
+                          "arch": a.arch, "apis": len(chosen), "per": a.per, "tv": a.tv, "pad": a.pad,
                           "replay_pad": a.replay_pad, "classes": mem.num_classes(), "api_agreement": round(agreement, 1),
                           "val_before": round(before.accuracy, 2), "val_after": round(after.accuracy, 2),
                           "ci95": round(after.ci95, 2), "fill_s": round(t_fill, 1),

@@ -242,8 +242,13 @@ def compare(results: str, fmt: str, output: str | None, plot_dir: str | None, me
     root = Path(results)
     if not root.exists():
         raise DfmlError(f"results directory '{root}' does not exist; run `dfml-bench run` first or pass the right path.")
+    from dfml_bench.config import with_current_defaults
+
     finished = list(store.iter_results(root))
-    report.label_variants(finished, {str(r["run_dir"]): store.read_config(Path(r["run_dir"])) for r in finished})
+    registry = _registry(click.get_current_context())
+    configs = {str(r["run_dir"]): store.read_config(Path(r["run_dir"])) for r in finished}
+    report.label_variants(finished, {run: None if config is None else with_current_defaults(config, registry)
+                                     for run, config in configs.items()})
     rows = report.aggregate(finished, store.iter_failures(root))
     if not rows:
         raise DfmlError(f"no finished or failed runs under '{root}'; run `dfml-bench run` first.")

@@ -30,7 +30,7 @@ import yaml
 
 from dfml_bench import __version__
 from dfml_bench.errors import ConfigError, did_you_mean
-from dfml_bench.params import as_dict, build_params, component_fields, param
+from dfml_bench.params import as_dict, build_params, component_fields, describe, param
 
 PROFILES = ("smoke", "quick", "paper")
 DEFAULT_PROFILE = "quick"
@@ -335,6 +335,34 @@ def _names(raw: Mapping[str, Any], kind: str) -> list[str]:
         raise ConfigError(f"no {kind} selected; pass --{kind} NAME.")
     items = value if isinstance(value, list) else str(value).split(",")
     return [str(v).strip() for v in items if str(v).strip()]
+
+
+def with_current_defaults(config: Mapping[str, Any], registry: Any) -> dict[str, Any]:
+    """A stored run config with every parameter it lacks set to the installed default: a
+    component option added after the run (off by default, so the run behaved as with its
+    default) then compares equal to newer runs that left it at the default, and a newer run
+    that set it is told apart. Components that are no longer installed are left as they are."""
+    out = copy.deepcopy(dict(config))
+
+    def fill(params: Any, kind: str, name: Any) -> None:
+        if not isinstance(params, dict) or not isinstance(name, str):
+            return
+        try:
+            comp = registry.get(kind, name)
+        except ConfigError:
+            return
+        for info in describe(comp.params):
+            params.setdefault(info.name, info.default)
+
+    for section in ("method", "scenario", "architecture", "meta_learner"):
+        entry = out.get(section)
+        if isinstance(entry, dict):
+            fill(entry.get("params"), COMPONENT_SECTIONS[section], entry.get("name"))
+    components = out.get("components")
+    for kind, named in (components.items() if isinstance(components, dict) else ()):
+        for name, params in (named.items() if isinstance(named, dict) and kind in COMPONENT_SECTIONS else ()):
+            fill(params, COMPONENT_SECTIONS[kind], name)
+    return out
 
 
 def run_id(resolved: Mapping[str, Any]) -> str:

@@ -80,3 +80,24 @@ def test_scenario_parameters_split_rows_only_within_their_scenario() -> None:
     results = [r for r, _ in pairs]
     report.label_variants(results, {r["run_dir"]: c for r, c in pairs})
     assert [r["method"] for r in results] == ["random [SS.api_shift=0]"] * 2 + ["random", "random [SS.api_shift=4]"]
+
+
+def test_an_option_added_after_a_run_reads_as_its_default_so_only_runs_that_set_it_stand_apart(registry) -> None:
+    from dfml_bench.config import build_raw_config, resolve_runs, with_current_defaults
+
+    def stored(seed: int, *sets: str) -> dict:
+        return resolve_runs(build_raw_config("smoke", sets=(f"seeds=[{seed}]", *sets),
+                                             flags={"method": "bidf_mkd"}), registry)[0]
+
+    old = stored(0)
+    del old["method"]["params"]["permute"], old["components"]["recoverer"]["generator"]["tv"]  # before both existed
+    new, changed = stored(1), stored(0, "method.bidf_mkd.permute=true")
+    pairs = [({**result("bidf_mkd", 40.0 + i), "run_dir": f"d{i}"}, config)
+             for i, config in enumerate((old, new, changed))]
+    results = [r for r, _ in pairs]
+    report.label_variants(results, {r["run_dir"]: with_current_defaults(c, registry) for r, c in pairs})
+    assert [r["method"] for r in results] == ["bidf_mkd [params.permute=False]"] * 2 + ["bidf_mkd [params.permute=True]"]
+    assert with_current_defaults(old, registry)["components"]["recoverer"]["generator"]["tv"] == 0.0
+    assert "permute" not in old["method"]["params"]  # the stored config itself is left as it was
+    gone = {**old, "method": {"name": "uninstalled_method", "params": {"x": 1}}}
+    assert with_current_defaults(gone, registry)["method"] == {"name": "uninstalled_method", "params": {"x": 1}}
