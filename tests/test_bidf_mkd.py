@@ -19,7 +19,7 @@ from dfml_plugins.recoverers.generator import augment
 from dfml_plugins.replay.task_memory import TaskMemory
 
 VARIANTS = ["bidf_mkd", "bidf_mkd_fo", "bidf_mkd_wb", "bidf_mkd_no_boundary", "bidf_mkd_no_replay",
-            "bidf_mkd_central"]
+            "bidf_mkd_central", "bidf_mkd_noise"]
 
 
 def run(registry, tmp_path: Path, method: str, *sets: str) -> dict:

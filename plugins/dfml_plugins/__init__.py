@@ -97,6 +97,8 @@ def register_methods(register: Any) -> None:
              zo.format("q+1") + " (every task is an API task)"),
             ("bidf_mkd_central", P.BidfMkdCentralParams, "black", "ablation: antithetic (central) estimator",
              zo.format("2q+1")),
+            ("bidf_mkd_noise", P.BidfMkdNoiseParams, "black", "floor: the whole method on uniform noise labelled by "
+             "each API instead of inverted images", "per API task: 2 sets x K*per_class; replay tasks: none"),
             ("bidf_mkd_proto", P.BidfMkdProtoParams, "black", "BiDf-MKD with ProtoNet meta-learners (API and replay "
              "tasks)", zo.format("q+1"))):
         register(name, bidf, params=params, help=text, access=access, data_free=True, queries=queries,

@@ -217,6 +217,12 @@ class BidfMkdCentralParams(BidfMkdParams):
 
 
 @dataclass
+class BidfMkdNoiseParams(BidfMkdParams):
+    recoverer: str = param("noise", "data recoverer (noise: uniform images labelled by the API, no inversion)",
+                           component="recoverer")
+
+
+@dataclass
 class BidfMkdProtoParams(BidfMkdParams):
     api_learner: str = param("protonet", "meta-learner of API tasks (ProtoNet: distances as student logits)",
                              component="meta_learner")
