@@ -97,7 +97,8 @@ def aggregate(results: Iterable[Mapping[str, Any]],
                          "data_free": bool(lost[0].get("data_free", True)), "queries": None, "wall_time_s": None})
             continue
         accs = [float(r["accuracy"]) for r in runs]
-        mean, ci = mean_ci95(accs) if len(accs) > 1 else (accs[0], float(runs[0]["ci95"]))
+        # over seeds: Student's t (a few runs); one run keeps its CI over the test episodes
+        mean, ci = mean_ci95(accs, student_t=True) if len(accs) > 1 else (accs[0], float(runs[0]["ci95"]))
         rows.append({"method": method, "base_method": runs[0].get("base_method", method),
                      "scenario": scenario, "shots": shots, "accuracy": mean, "ci95": ci,
                      "seeds": len(runs), "failed": len(lost), "access": runs[0].get("access", "black"),

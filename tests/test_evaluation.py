@@ -17,6 +17,16 @@ def test_ci95_matches_hand_computation() -> None:
     assert mean == pytest.approx(2.5)
     assert ci == pytest.approx(1.96 * math.sqrt(5 / 3) / 2) == pytest.approx(1.2651746)
     assert mean_ci95([7.0]) == (7.0, 0.0)
+    # a few seeds: Student's t for n - 1 degrees of freedom, not 1.96
+    assert mean_ci95([1.0, 2.0, 3.0, 4.0], student_t=True)[1] == pytest.approx(3.182 * math.sqrt(5 / 3) / 2)
+    assert mean_ci95([1.0, 3.0], student_t=True)[1] == pytest.approx(12.706 * math.sqrt(2) / math.sqrt(2))
+
+
+@pytest.mark.parametrize(("df", "exact"), [(30, 2.0423), (31, 2.0395), (40, 2.0211), (100, 1.9840), (599, 1.9639)])
+def test_t_quantile_meets_the_table_and_tends_to_the_normal(df, exact) -> None:
+    from dfml_bench.evaluation import t975
+
+    assert t975(df) == pytest.approx(exact, abs=1e-3)
 
 
 def toy_split(n_classes: int = 8, per_class: int = 10) -> ImageSplit:
