@@ -218,6 +218,15 @@ def test_api_task_replay_distils_kept_tasks_again_without_queries(registry, tmp_
     assert result["queries"] == records[-1]["queries"]
 
 
+def test_no_replay_means_no_replay_of_kept_api_tasks_either(registry, tmp_path) -> None:
+    run(registry, tmp_path, "bidf_mkd_no_replay", "method.bidf_mkd_no_replay.replay_tasks=api",
+        "train.meta_iterations=3", "train.log_every=1")
+    (run_dir,) = (tmp_path / "results" / "runs").iterdir()
+    kinds = [r["api_task"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+             if "api_task" in r]
+    assert kinds == [1.0, 1.0, 1.0]
+
+
 def test_kept_api_tasks_survive_a_checkpoint() -> None:
     import io
     from collections import deque

@@ -84,6 +84,8 @@ class BidfMkd(Method):
 
     # -- schedule ---------------------------------------------------------------------------
     def _is_api_iteration(self, iteration: int) -> bool:
+        if self.params.replay == "none":  # no replay of either kind (bidf_mkd_no_replay)
+            return True
         if not (self.kept if self.params.replay_tasks == "api" else self.memory.can_sample(self.context.ways)):
             return True
         if self.params.schedule == "interval":
