@@ -190,6 +190,28 @@ def test_first_order_variants_build_no_second_order_graph(registry, monkeypatch,
         assert flags and any(flags) == expect_second, (variant, flags)
 
 
+@pytest.mark.parametrize("replay_tasks", ["api", "memory"])
+def test_replay_first_order_drops_second_order_terms_of_replay_tasks_only(registry, monkeypatch, replay_tasks) -> None:
+    flags: list[bool] = []
+    real_grad = torch.autograd.grad
+
+    def spy(*args, **kwargs):
+        flags.append(bool(kwargs.get("create_graph", False)))
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+    params = {"per_class": 2, "boundary": False, "replay_tasks": replay_tasks, "replay_first_order": True}
+    method = build_method(registry, "bidf_mkd", "black", params, apis=1)
+    seen = {}
+    for it in range(2):
+        flags.clear()
+        kind = method.train_step(it)["api_task"]
+        seen[kind] = list(flags)
+    assert set(seen) == {0.0, 1.0}, "expected one API and one replay meta-iteration"
+    assert seen[1.0] and all(seen[1.0])  # API tasks stay second order
+    assert seen[0.0] and not any(seen[0.0])  # replay tasks are first order
+
+
 # -- kd ---------------------------------------------------------------------------------------
 
 def test_kd_distils_on_each_apis_classes_without_any_inner_loop(registry, monkeypatch) -> None:

@@ -14,6 +14,7 @@ One meta-iteration is either a batch of API tasks or a batch of replay tasks:
 * replay task: a task drawn from the memory, trained with MAML on the recovery labels; or, with
   `replay_tasks=api` (not in PROTOCOL.md), one of the last `keep` API tasks again: bi-level KD
   on its recovered support and query sets against their cached API outputs (no queries).
+  `replay_first_order` (not in PROTOCOL.md) makes replay tasks of either kind first order.
 
 The schedule (PROTOCOL.md section 8): the first meta-iteration is an API one; then replay until
 the meta-batch's mean train accuracy has not set a new maximum for `patience` meta-iterations,
@@ -61,13 +62,14 @@ class BidfMkd(Method):
             raise ConfigError(f"BiDf-MKD distils K-way APIs into {context.ways}-way tasks; set "
                               f"scenario.classes_per_api={context.ways}.")
         fo = {"first_order": True} if params.first_order else {}
+        replay_fo = {"first_order": True} if params.first_order or params.replay_first_order else {}
         self.estimator = context.component("estimator", params.estimator)
         if self.estimator.needs_white_box and not self.apis.white_box:
             raise ConfigError(f"estimator '{params.estimator}' needs white-box APIs; register the method "
                               "with access='white' or use a zero-order estimator.")
         self.recoverer = context.component("recoverer", params.recoverer)
         self.api_learner = context.component("meta_learner", params.api_learner, **fo)
-        self.replay_learner = context.component("meta_learner", params.replay_learner, **fo)
+        self.replay_learner = context.component("meta_learner", params.replay_learner, **replay_fo)
         self.memory = context.component("replay", params.replay)
         self.optimizer = torch.optim.Adam(context.model.parameters(), lr=context.train.meta_lr)
         self.domain_of = {d.name: i for i, d in enumerate(context.scenario.datasets)}
@@ -150,12 +152,16 @@ class BidfMkd(Method):
         logits = functional_call(self.context.model, fast, (norm.from_unit(images),))
         return kd_loss(logits, targets), 100.0 * (logits.argmax(1) == targets.argmax(1)).float().mean().item()
 
+    @property
+    def _replay_first_order(self) -> bool:
+        return self.params.first_order or self.params.replay_first_order
+
     def _replay_api_task(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Bi-level KD again on a kept API task (uniformly drawn), from its cached API outputs."""
         kept = self.kept[int(torch.randint(len(self.kept), (1,), generator=self.cpu_generator))]
         norm, order = self.context.normalizers[kept.domain], self._class_order()
         fast = self.api_learner.adapt(self.context.model, params, norm.from_unit(kept.support.float() / 255),
-                                      kept.support_targets[:, order], create_graph=not self.params.first_order)
+                                      kept.support_targets[:, order], create_graph=not self._replay_first_order)
         loss, acc = self._outer_kd(fast, norm, kept.query.float() / 255, kept.query_targets[:, order])
         return loss, {"train_acc": acc}
 
