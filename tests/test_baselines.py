@@ -19,6 +19,7 @@ from torch import nn
 from dfml_bench.apis import APIInfo, QueryLedger, make_api
 from dfml_bench.data import Normalizer, Task
 from dfml_bench.errors import AccessError
+from dfml_bench.images import to_uint8
 from dfml_bench.interfaces import ACCESS_LEVELS, MethodContext, ScenarioData, TrainSettings
 from dfml_bench.params import build_params
 from dfml_plugins.meta_learners.kd import BilevelKD, kd_loss
@@ -210,6 +211,26 @@ def test_replay_first_order_drops_second_order_terms_of_replay_tasks_only(regist
     assert set(seen) == {0.0, 1.0}, "expected one API and one replay meta-iteration"
     assert seen[1.0] and all(seen[1.0])  # API tasks stay second order
     assert seen[0.0] and not any(seen[0.0])  # replay tasks are first order
+
+
+def test_keep_agreement_keeps_for_replay_only_api_tasks_whose_support_the_api_recognises(registry) -> None:
+    method = build_method(registry, "bidf_mkd", "black", {"per_class": 1, "boundary": False, "replay_tasks": "api",
+                                                          "keep_agreement": 50.0}, apis=1)
+    recover, calls = method.recoverer.recover, []
+
+    def with_agreement(*args, **kwargs):  # support sets alternate between 100 % and 20 % agreement
+        found = recover(*args, **kwargs)
+        calls.append(found)
+        support_call = (len(calls) - 1) % 2 == 0
+        task = (len(calls) - 1) // 2
+        return dataclasses.replace(found, agreement=(100.0 if task % 2 == 0 else 20.0) if support_call else 0.0)
+
+    method.recoverer.recover = with_agreement
+    method.train_step(0)  # one API meta-iteration: meta_batch_size tasks
+    tasks = len(calls) // 2
+    assert tasks >= 2 and len(method.kept) == (tasks + 1) // 2  # the 100 % ones; query agreement is ignored
+    kept_support = [calls[2 * t].images for t in range(0, tasks, 2)]
+    assert all(torch.equal(k.support, to_uint8(x)) for k, x in zip(method.kept, kept_support))
 
 
 # -- kd ---------------------------------------------------------------------------------------

@@ -189,6 +189,9 @@ class BidfMkdParams:
                               "recovered support and query sets with their cached API outputs, no queries)",
                               choices=("memory", "api"))
     keep: int = param(32, "replay_tasks=api: the most recent API tasks kept for replay", min=1)
+    keep_agreement: float = param(0.0, "replay_tasks=api: keep an API task for replay only if the API labels at "
+                                  "least this % of its recovered support images as their targets (0: keep all; "
+                                  "uses the outputs already queried)", min=0, max=100)
     permute: bool = param(False, "API tasks map the API's classes onto the meta model's outputs in a random order, "
                           "drawn per task (not in PROTOCOL.md, whose API tasks keep the API's own order: a few APIs "
                           "then give a few fixed tasks whose label maps the meta model can memorise)")

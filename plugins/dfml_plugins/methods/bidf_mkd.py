@@ -13,7 +13,8 @@ One meta-iteration is either a batch of API tasks or a batch of replay tasks:
   become a few fixed tasks whose label maps the meta model can memorise instead of adapting.
 * replay task: a task drawn from the memory, trained with MAML on the recovery labels; or, with
   `replay_tasks=api` (not in PROTOCOL.md), one of the last `keep` API tasks again: bi-level KD
-  on its recovered support and query sets against their cached API outputs (no queries).
+  on its recovered support and query sets against their cached API outputs (no queries); with
+  `keep_agreement`, only tasks whose support set the API labels as its targets often enough.
   `replay_first_order` (not in PROTOCOL.md) makes replay tasks of either kind first order.
 
 The schedule (PROTOCOL.md section 8): the first meta-iteration is an API one; then replay until
@@ -130,8 +131,9 @@ class BidfMkd(Method):
         query_t = api_probs(query.scores, ctx.ways, api.output)
         loss, acc = self._outer_kd(fast, norm, query.images, query_t[:, order])
         if p.replay_tasks == "api":
-            self.kept.append(KeptTask(domain, to_uint8(support.images), support_t.detach(),
-                                      to_uint8(query.images), query_t.detach()))
+            if support.agreement >= p.keep_agreement:
+                self.kept.append(KeptTask(domain, to_uint8(support.images), support_t.detach(),
+                                          to_uint8(query.images), query_t.detach()))
         else:
             self._remember(support, index, domain)
             self._remember(query, index, domain)
