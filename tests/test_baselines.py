@@ -174,9 +174,9 @@ def test_purer_state_round_trips_through_a_weights_only_checkpoint(registry, tmp
 
 # -- first-order variants ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,access,params", [("purer", "white", {"per_class": 2}),
-                                                ("bidf_mkd", "black", {"per_class": 1, "boundary": False})])
-def test_first_order_variants_build_no_second_order_graph(registry, monkeypatch, name, access, params) -> None:
+@pytest.fixture
+def create_graph_flags(monkeypatch) -> list[bool]:
+    """Records, per torch.autograd.grad call, whether it built a graph (second order)."""
     flags: list[bool] = []
     real_grad = torch.autograd.grad
 
@@ -185,6 +185,13 @@ def test_first_order_variants_build_no_second_order_graph(registry, monkeypatch,
         return real_grad(*args, **kwargs)
 
     monkeypatch.setattr(torch.autograd, "grad", spy)
+    return flags
+
+@pytest.mark.parametrize("name,access,params", [("purer", "white", {"per_class": 2}),
+                                                ("bidf_mkd", "black", {"per_class": 1, "boundary": False})])
+def test_first_order_variants_build_no_second_order_graph(registry, create_graph_flags, name, access,
+                                                          params) -> None:
+    flags = create_graph_flags
     for variant, expect_second in ((name, True), (f"{name}_fo", False)):
         flags.clear()
         build_method(registry, variant, access, params, apis=1).train_step(0)
@@ -192,15 +199,9 @@ def test_first_order_variants_build_no_second_order_graph(registry, monkeypatch,
 
 
 @pytest.mark.parametrize("replay_tasks", ["api", "memory"])
-def test_replay_first_order_drops_second_order_terms_of_replay_tasks_only(registry, monkeypatch, replay_tasks) -> None:
-    flags: list[bool] = []
-    real_grad = torch.autograd.grad
-
-    def spy(*args, **kwargs):
-        flags.append(bool(kwargs.get("create_graph", False)))
-        return real_grad(*args, **kwargs)
-
-    monkeypatch.setattr(torch.autograd, "grad", spy)
+def test_replay_first_order_drops_second_order_terms_of_replay_tasks_only(registry, create_graph_flags,
+                                                                          replay_tasks) -> None:
+    flags = create_graph_flags
     params = {"per_class": 2, "boundary": False, "replay_tasks": replay_tasks, "replay_first_order": True}
     method = build_method(registry, "bidf_mkd", "black", params, apis=1)
     seen = {}
