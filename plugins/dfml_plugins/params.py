@@ -177,8 +177,8 @@ class BidfMkdParams:
     interval: int = param(10, "interval: an API meta-iteration every this many meta-iterations", min=1)
     first_order: bool = param(False, "first-order inner loops for both API and replay tasks")
     replay_first_order: bool = param(False, "first-order inner loops for replay tasks only (either kind); API tasks "
-                                     "follow `first_order` (not in PROTOCOL.md: a speed option, since a replayed "
-                                     "API task is the run's most frequent step)")
+                                     "follow `first_order` (not in PROTOCOL.md: ~8x cheaper replay meta-iterations, "
+                                     "but on glyphs SS 1-shot falls to random's level with it)")
     remember: str = param("all", "recovered images that enter the replay memory: all (PROTOCOL.md); agreed "
                           "(those the API labels as their target); consensus (agreed, and labelled so by another "
                           "API that knows the class too: one query per image; kept on agreement alone when no "

@@ -63,7 +63,7 @@ class BidfMkd(Method):
             raise ConfigError(f"BiDf-MKD distils K-way APIs into {context.ways}-way tasks; set "
                               f"scenario.classes_per_api={context.ways}.")
         fo = {"first_order": True} if params.first_order else {}
-        replay_fo = {"first_order": True} if params.first_order or params.replay_first_order else {}
+        replay_fo = {"first_order": True} if self._replay_first_order else {}
         self.estimator = context.component("estimator", params.estimator)
         if self.estimator.needs_white_box and not self.apis.white_box:
             raise ConfigError(f"estimator '{params.estimator}' needs white-box APIs; register the method "
