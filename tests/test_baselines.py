@@ -187,6 +187,7 @@ def create_graph_flags(monkeypatch) -> list[bool]:
     monkeypatch.setattr(torch.autograd, "grad", spy)
     return flags
 
+
 @pytest.mark.parametrize("name,access,params", [("purer", "white", {"per_class": 2}),
                                                 ("bidf_mkd", "black", {"per_class": 1, "boundary": False})])
 def test_first_order_variants_build_no_second_order_graph(registry, create_graph_flags, name, access,
