@@ -235,6 +235,45 @@ def test_keep_agreement_keeps_for_replay_only_api_tasks_whose_support_the_api_re
     assert all(torch.equal(k.support, to_uint8(x)) for k, x in zip(method.kept, kept_support))
 
 
+@pytest.mark.parametrize("replay_shots", [0, 1, 2])
+def test_replay_shots_adapts_a_replayed_api_task_on_that_many_support_images_per_class(registry,
+                                                                                       replay_shots) -> None:
+    per_class = 3
+    method = build_method(registry, "bidf_mkd", "black", {"per_class": per_class, "boundary": False,
+                                                          "replay_tasks": "api", "replay_shots": replay_shots},
+                          apis=1)
+    adapt, seen = method.api_learner.adapt, []
+
+    def spy(model, params, x, targets, **kwargs):
+        seen.append((x, targets))
+        return adapt(model, params, x, targets, **kwargs)
+
+    method.api_learner.adapt = spy
+    assert method.train_step(0)["api_task"] == 1.0
+    seen.clear()
+    assert method.train_step(1)["api_task"] == 0.0
+    ways = method.context.ways
+    expected = ways * (replay_shots or per_class)
+    assert len(seen) == method.context.train.meta_batch_size
+    for x, targets in seen:
+        assert x.shape[0] == targets.shape[0] == expected
+        # every replayed support image is one of a kept task's, with that image's cached API outputs
+        # (permuted by the task's class order): the rows' sorted values identify the image
+        pool = [(k.support, k.support_targets, k.support_labels) for k in method.kept]
+        rows = {tuple(sorted(t.tolist())) for _, ts, _ in pool for t in ts}
+        assert all(tuple(sorted(t.tolist())) in rows for t in targets)
+    kept = method.kept[0]
+    assert kept.support_labels is not None
+    assert torch.equal(kept.support_labels.bincount(minlength=ways), torch.full((ways,), per_class))
+    picks = [method._replay_support(kept) for _ in range(5)]
+    if replay_shots:  # drawn per class, afresh on each replay
+        assert all(torch.equal(kept.support_labels[p].bincount(minlength=ways), torch.full((ways,), replay_shots))
+                   for p in picks)
+        assert len({tuple(p.tolist()) for p in picks}) > 1
+    else:
+        assert all(p == slice(None) for p in picks)
+
+
 # -- kd ---------------------------------------------------------------------------------------
 
 def test_kd_distils_on_each_apis_classes_without_any_inner_loop(registry, monkeypatch) -> None:

@@ -15,7 +15,9 @@ One meta-iteration is either a batch of API tasks or a batch of replay tasks:
   `replay_tasks=api` (not in PROTOCOL.md), one of the last `keep` API tasks again: bi-level KD
   on its recovered support and query sets against their cached API outputs (no queries); with
   `keep_agreement`, only tasks whose support set the API labels as its targets often enough.
-  `replay_first_order` (not in PROTOCOL.md) makes replay tasks of either kind first order.
+  `replay_first_order` (not in PROTOCOL.md) makes replay tasks of either kind first order;
+  `replay_shots` (not in PROTOCOL.md) adapts a replayed API task on that many of its support
+  images per class, drawn afresh per replay, instead of all of them.
 
 The schedule (PROTOCOL.md section 8): the first meta-iteration is an API one; then replay until
 the meta-batch's mean train accuracy has not set a new maximum for `patience` meta-iterations,
@@ -53,6 +55,7 @@ class KeptTask:
     support_targets: torch.Tensor
     query: torch.Tensor
     query_targets: torch.Tensor
+    support_labels: torch.Tensor | None = None  # target class per support image (None: checkpoints before it)
 
 
 class BidfMkd(Method):
@@ -133,7 +136,7 @@ class BidfMkd(Method):
         if p.replay_tasks == "api":
             if support.agreement >= p.keep_agreement:
                 self.kept.append(KeptTask(domain, to_uint8(support.images), support_t.detach(),
-                                          to_uint8(query.images), query_t.detach()))
+                                          to_uint8(query.images), query_t.detach(), support.labels.cpu()))
         else:
             self._remember(support, index, domain)
             self._remember(query, index, domain)
@@ -162,10 +165,23 @@ class BidfMkd(Method):
         """Bi-level KD again on a kept API task (uniformly drawn), from its cached API outputs."""
         kept = self.kept[int(torch.randint(len(self.kept), (1,), generator=self.cpu_generator))]
         norm, order = self.context.normalizers[kept.domain], self._class_order()
-        fast = self.api_learner.adapt(self.context.model, params, norm.from_unit(kept.support.float() / 255),
-                                      kept.support_targets[:, order], create_graph=not self._replay_first_order)
+        pick = self._replay_support(kept)
+        fast = self.api_learner.adapt(self.context.model, params, norm.from_unit(kept.support[pick].float() / 255),
+                                      kept.support_targets[pick][:, order], create_graph=not self._replay_first_order)
         loss, acc = self._outer_kd(fast, norm, kept.query.float() / 255, kept.query_targets[:, order])
         return loss, {"train_acc": acc}
+
+    def _replay_support(self, kept: KeptTask) -> torch.Tensor | slice:
+        """Indices of the support images a replay uses: `replay_shots` per class, drawn afresh (all if 0)."""
+        shots = self.params.replay_shots
+        if shots == 0 or kept.support_labels is None:
+            return slice(None)
+        picks = []
+        for c in kept.support_labels.unique().tolist():
+            members = torch.nonzero(kept.support_labels == c).flatten()
+            chosen = torch.randperm(len(members), generator=self.cpu_generator)[:shots]
+            picks.append(members[chosen])
+        return torch.cat(picks).to(kept.support.device)
 
     def _remember(self, found: RecoveredSet, index: int, domain: int) -> None:
         """Store a set recovered from API `index` under global class ids, filtered by `remember`:
