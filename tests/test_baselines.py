@@ -235,13 +235,14 @@ def test_keep_agreement_keeps_for_replay_only_api_tasks_whose_support_the_api_re
     assert all(torch.equal(k.support, to_uint8(x)) for k, x in zip(method.kept, kept_support))
 
 
-@pytest.mark.parametrize("replay_shots", [0, 1, 2])
-def test_replay_shots_adapts_a_replayed_api_task_on_that_many_support_images_per_class(registry,
-                                                                                       replay_shots) -> None:
+@pytest.mark.parametrize("replay_support,shots", [("all", 1), ("shots", 1), ("shots", 2)])
+def test_replay_support_shots_adapts_a_replayed_api_task_on_k_support_images_per_class(registry, replay_support,
+                                                                                       shots) -> None:
     per_class = 3
     method = build_method(registry, "bidf_mkd", "black", {"per_class": per_class, "boundary": False,
-                                                          "replay_tasks": "api", "replay_shots": replay_shots},
-                          apis=1)
+                                                          "replay_tasks": "api", "replay_support": replay_support},
+                          apis=1, shots=shots)
+    replay_shots = shots if replay_support == "shots" else 0
     adapt, seen = method.api_learner.adapt, []
 
     def spy(model, params, x, targets, **kwargs):

@@ -192,9 +192,10 @@ class BidfMkdParams:
     keep_agreement: float = param(0.0, "replay_tasks=api: keep an API task for replay only if the API labels at "
                                   "least this % of its recovered support images as their targets (0: keep all; "
                                   "uses the outputs already queried)", min=0, max=100)
-    replay_shots: int = param(0, "replay_tasks=api: support images per class drawn afresh from a kept task's "
-                              "support set for each replay (0: all of them; not in PROTOCOL.md: the inner loop's "
-                              "cost scales with the support set, so fewer images make replay cheaper)", min=0)
+    replay_support: str = param("all", "replay_tasks=api: the support images a replayed API task adapts on: all "
+                                "(every kept support image) or shots (the run's K shots per class, drawn afresh per "
+                                "replay, so replayed tasks have the test tasks' support size; not in PROTOCOL.md; "
+                                "the inner loop's cost scales with the support set)", choices=("all", "shots"))
     permute: bool = param(False, "API tasks map the API's classes onto the meta model's outputs in a random order, "
                           "drawn per task (not in PROTOCOL.md, whose API tasks keep the API's own order: a few APIs "
                           "then give a few fixed tasks whose label maps the meta model can memorise)")

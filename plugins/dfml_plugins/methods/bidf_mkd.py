@@ -16,8 +16,8 @@ One meta-iteration is either a batch of API tasks or a batch of replay tasks:
   on its recovered support and query sets against their cached API outputs (no queries); with
   `keep_agreement`, only tasks whose support set the API labels as its targets often enough.
   `replay_first_order` (not in PROTOCOL.md) makes replay tasks of either kind first order;
-  `replay_shots` (not in PROTOCOL.md) adapts a replayed API task on that many of its support
-  images per class, drawn afresh per replay, instead of all of them.
+  `replay_support=shots` (not in PROTOCOL.md) adapts a replayed API task on the run's K shots
+  per class of its support set, drawn afresh per replay, instead of on all of them.
 
 The schedule (PROTOCOL.md section 8): the first meta-iteration is an API one; then replay until
 the meta-batch's mean train accuracy has not set a new maximum for `patience` meta-iterations,
@@ -172,10 +172,10 @@ class BidfMkd(Method):
         return loss, {"train_acc": acc}
 
     def _replay_support(self, kept: KeptTask) -> torch.Tensor | slice:
-        """Indices of the support images a replay uses: `replay_shots` per class, drawn afresh (all if 0)."""
-        shots = self.params.replay_shots
-        if shots == 0 or kept.support_labels is None:
+        """Indices of the support images a replay uses: all, or K shots per class drawn afresh."""
+        if self.params.replay_support == "all" or kept.support_labels is None:
             return slice(None)
+        shots = self.context.shots
         picks = []
         for c in kept.support_labels.unique().tolist():
             members = torch.nonzero(kept.support_labels == c).flatten()
