@@ -48,11 +48,23 @@ def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+_ABSENT = object()
+
+
+def _holds_section_of(flat: Mapping[str, Any], key: str) -> bool:
+    """Whether a flattened config has other settings in `key`'s section (e.g. `method.params`)."""
+    section = key.rpartition(".")[0] + "."
+    return any(k.startswith(section) for k in flat)
+
+
 def label_variants(results: list[dict[str, Any]], configs: Mapping[str, Mapping[str, Any] | None]) -> None:
     """Relabel the runs of a method whose resolved configs differ (beyond seed, shots and code
     version) as ``method [key=value, ...]``, naming the differing settings, so that a sweep
     (e.g. several `--set estimator.zo_forward.q=Q` runs) is never averaged into one row as if
     its runs were seeds. A setting counts as differing when the runs that have it disagree.
+    A setting that some runs lack while holding its section (an option the installed code no
+    longer declares, e.g. a renamed one: `with_current_defaults` has filled every declared one)
+    differs too, so such runs are not pooled with runs that never had it.
     `configs` maps each result's ``run_dir`` to its config (None: unknown, left unlabelled).
     The plain method name stays in ``base_method``."""
     by_method: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
@@ -63,7 +75,8 @@ def label_variants(results: list[dict[str, Any]], configs: Mapping[str, Mapping[
             by_method.setdefault(r["method"], []).append((r, _settings(config)))
     for runs in by_method.values():
         keys = sorted({k for _, flat in runs for k in flat})
-        differing = [k for k in keys if len({repr(flat[k]) for _, flat in runs if k in flat}) > 1]
+        differing = [k for k in keys if len({repr(flat.get(k, _ABSENT)) for _, flat in runs
+                                             if k in flat or _holds_section_of(flat, k)}) > 1]
         for r, flat in runs:
             short = ", ".join(f"{'.'.join(k.split('.')[-2:])}={flat[k]}" for k in differing if k in flat)
             if short:

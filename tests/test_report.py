@@ -99,5 +99,12 @@ def test_an_option_added_after_a_run_reads_as_its_default_so_only_runs_that_set_
     assert [r["method"] for r in results] == ["bidf_mkd [params.permute=False]"] * 2 + ["bidf_mkd [params.permute=True]"]
     assert with_current_defaults(old, registry)["components"]["recoverer"]["generator"]["tv"] == 0.0
     assert "permute" not in old["method"]["params"]  # the stored config itself is left as it was
+    renamed = stored(2)
+    renamed["method"]["params"]["an_option_since_renamed"] = 1  # declared when it ran, not any more
+    pairs = [({**result("bidf_mkd", 40.0 + i), "run_dir": f"e{i}"}, config) for i, config in enumerate((old, new))]
+    pairs.append(({**result("bidf_mkd", 50.0), "run_dir": "e-renamed"}, renamed))
+    results = [r for r, _ in pairs]
+    report.label_variants(results, {r["run_dir"]: with_current_defaults(c, registry) for r, c in pairs})
+    assert [r["method"] for r in results] == ["bidf_mkd"] * 2 + ["bidf_mkd [params.an_option_since_renamed=1]"]
     gone = {**old, "method": {"name": "uninstalled_method", "params": {"x": 1}}}
     assert with_current_defaults(gone, registry)["method"] == {"name": "uninstalled_method", "params": {"x": 1}}
