@@ -11,6 +11,9 @@ meta-iterations) and times, with wrappers around the method's components:
              inner loop, Adam, memory writes)
 * replay:    replay meta-iterations (MAML on tasks from the memory)
 
+and, side by side, two layout ablations: the generator step, and the boundary term's student
+forward on one ZO call's points with `inference_weights` (channels-last kernels on CPU).
+
 Prints each part's share of the API meta-iterations and replay's share of all training time.
 
     python benchmarks/bidf_iteration.py [--device cpu] [--iterations 6] [--q 20] [--gen-iters 30]
@@ -81,10 +84,44 @@ def generator_layout(args: argparse.Namespace, device: object) -> float:
     return t["channels_last"] / t["contiguous"]
 
 
+def student_size(args: argparse.Namespace) -> int:
+    """The student ablation's image size: --image-size, at least the 16 px conv4's four poolings need."""
+    return max(args.image_size, 16)
+
+
+def student_layout(args: argparse.Namespace, device: object) -> float:
+    """Seconds of one boundary-term student forward with `inference_weights` (channels-last conv
+    kernels on CPU) over plain detached weights: the meta model (conv4-w32, batch statistics) on the
+    B(q+1) points of one ZO call."""
+    import torch
+    from torch.func import functional_call
+
+    from bench_util import side_by_side
+    from dfml_plugins.methods.bidf_mkd import inference_weights
+    from dfml_plugins.models.conv4 import Conv4
+
+    dev = torch.device(device)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    size = student_size(args)
+    model = Conv4(5, 32, size).to(dev).train()
+    points = torch.rand(5 * args.per_class * (args.q + 1), 3, size, size, device=dev)
+    plain = {k: v.detach() for k, v in model.named_parameters()}
+    fast = inference_weights(dict(model.named_parameters()), dev)
+
+    def forward(weights: dict[str, torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                functional_call(model, weights, (points,))
+        return run
+
+    t = side_by_side({"contiguous": forward(plain), "inference_weights": forward(fast)}, dev, 5)
+    return t["inference_weights"] / t["contiguous"]
+
+
 def settings(args: argparse.Namespace) -> list[str]:
     return [f"train.meta_iterations={args.iterations}", f"train.meta_batch_size={args.meta_batch}",
             f"train.val_every={10 * args.iterations}", "train.val_episodes=2", "eval.episodes=2",
-            f"method.per_class={args.per_class}", "method.patience=2", "method.boundary_start=1",
+            f"method.per_class={args.per_class}", "method.patience=2", f"method.boundary_start={args.boundary_start}",
             f"estimator.zo_forward.q={args.q}", f"recoverer.generator.iterations={args.gen_iters}",
             "recoverer.generator.z_dim=64", "recoverer.generator.width=32",
             f"meta_learner.kd.inner_steps={args.inner_steps}", f"meta_learner.maml.inner_steps={args.inner_steps}"]
@@ -98,6 +135,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--per-class", type=int, default=10, help="recovered images per class (quick: 10)")
     ap.add_argument("--q", type=int, default=20, help="ZO directions (quick: 20)")
     ap.add_argument("--gen-iters", type=int, default=30, help="generator steps per recovery (quick: 30)")
+    ap.add_argument("--boundary-start", type=int, default=0,
+                    help="meta-iteration from which query recovery has the boundary term (0: every API one)")
     ap.add_argument("--inner-steps", type=int, default=5, help="KD and MAML inner steps (quick: 5)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see bench_util")
     ap.add_argument("--image-size", type=int, default=32, help="generator ablation: image size (glyphs: 32)")
@@ -166,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         ratio = generator_layout(args, device)
         print(f"generator step (width 128, z 256, {5 * args.per_class} images, {args.image_size} px): "
               f"channels-last / contiguous = {ratio:.2f}x")
+        ratio = student_layout(args, device)
+        print(f"boundary student forward (conv4-w32, {5 * args.per_class * (args.q + 1)} points, {student_size(args)} px): "
+              f"inference_weights / detached = {ratio:.2f}x")
     return {**totals, "outer": outer, "api_iterations": n_api}
 
 

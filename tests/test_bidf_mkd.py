@@ -298,3 +298,16 @@ def test_permute_maps_api_classes_to_outputs_in_a_task_order_and_the_boundary_st
             logits = functional_call(host.context.model, {k: v.detach() for k, v in fast.items()},
                                      (host.context.normalizers[0].from_unit(images),))
         assert torch.allclose(api_order_logits[:, expected], logits, atol=1e-5)
+
+
+def test_inference_weights_are_detached_equal_and_channels_last_for_cpu_convolutions() -> None:
+    from dfml_plugins.methods.bidf_mkd import inference_weights
+
+    weights = {"conv.weight": torch.randn(4, 3, 3, 3, requires_grad=True), "conv.bias": torch.randn(4, requires_grad=True)}
+    cpu = inference_weights(weights, torch.device("cpu"))
+    assert not any(v.requires_grad for v in cpu.values())
+    assert all(torch.equal(cpu[k], weights[k]) for k in weights)
+    assert cpu["conv.weight"].is_contiguous(memory_format=torch.channels_last)
+    assert not weights["conv.weight"].is_contiguous(memory_format=torch.channels_last)
+    other = inference_weights(weights, torch.device("cuda"))  # layout left to the device's own kernels
+    assert other["conv.weight"].is_contiguous() and not other["conv.weight"].requires_grad
