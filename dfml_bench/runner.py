@@ -222,6 +222,7 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
             best_state, best_val, best_iter, start = ckpt["best_state"], ckpt["best_val"], ckpt["best_iter"], ckpt["iteration"]
             _set_rng_states(ckpt["rng"], device)
             ledger.load_state_dict(ckpt["ledger"])
+            t0 -= float(ckpt.get("elapsed", 0.0))  # wall times count every attempt up to the checkpoint
         except Exception as exc:  # truncated, tampered, foreign objects, another version's layout, ...
             raise StoreError(f"checkpoint '{ckpt_path}' cannot be loaded ({type(exc).__name__}: it is corrupt, "
                              "tampered with or from an incompatible version); delete it to restart this run "
@@ -260,7 +261,7 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
                 torch.save({"model": model.state_dict(), "method": method.state_dict(), "best_state": best_state,
                             "best_val": best_val, "best_iter": best_iter, "iteration": it + 1,
                             "rng": _rng_states(device), "ledger": ledger.state_dict(),
-                            "logs": store.log_sizes(path)}, buf)
+                            "logs": store.log_sizes(path), "elapsed": time.perf_counter() - t0}, buf)
                 store.atomic_write_bytes(ckpt_path, buf.getvalue())
             if it < iterations:
                 advance(1, **{k: v for k, v in record.items() if k in ("loss", "train_acc", "val_acc")})

@@ -79,6 +79,8 @@ def test_show_prints_config_and_result(results) -> None:
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, registry, glyph_cache) -> None:
+    import torch
+
     from dfml_bench.config import build_raw_config, resolve_runs
     from dfml_bench.runner import Environment, execute_run, run_path
 
@@ -101,9 +103,18 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, registry, glyph_c
         mp.setattr(maml_oracle.MamlOracle, "train_step", crash_at_3)
         with pytest.raises(KeyboardInterrupt):
             execute_run(resolved, registry, env)
-    assert (run_path(env, resolved) / "checkpoint.pt").exists()
+    ckpt_path = run_path(env, resolved) / "checkpoint.pt"
+    assert ckpt_path.exists()
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert 0 < ckpt["elapsed"] < 1000
+    ckpt["elapsed"] = 1000.0  # as if the attempt before the kill had run for 1000 s
+    torch.save(ckpt, ckpt_path)
     resumed = execute_run(resolved, registry, env)
     assert resumed["accuracy"] == full["accuracy"] and resumed["ci95"] == full["ci95"]
+    # wall times go on from the checkpoint's, not from zero: a resumed run reports its whole cost
+    assert 1000 < resumed["wall_time_s"] < 1000 + full["wall_time_s"] + 60
+    logged = [json.loads(line) for line in (run_path(env, resolved) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["wall_time"] > 1000 for r in logged] == [r["iteration"] >= ckpt["iteration"] for r in logged]
 
 
 def test_conformance_helper_on_builtin_method(tmp_path, registry) -> None:
