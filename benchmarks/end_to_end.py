@@ -6,7 +6,7 @@ its peak RSS comes from the kernel's accounting of that child (os.wait4). Runs, 
 
 * smoke:       bidf_mkd, the smoke profile (seconds; what the tests run)
 * quick-short: bidf_mkd with the quick profile's method settings (q=20, 30 generator steps,
-               10 images/class, KD and MAML 5 inner steps) for 1 meta-iteration of 2 API tasks,
+               6 images/class, KD and MAML 5 inner steps) for 1 meta-iteration of 2 API tasks,
                on the smoke pool and evaluation (a quick pool takes minutes to build; use
                --set to run longer)
 
@@ -29,7 +29,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "smoke": ("smoke", []),
     # the smoke pool and evaluation, with the quick profile's BiDf-MKD settings
     "quick-short": ("smoke", ["train.meta_iterations=1", "train.meta_batch_size=2", "queries=15",
-                              "method.per_class=10", "method.patience=20", "method.boundary_start=100",
+                              "method.per_class=6", "method.patience=20", "method.boundary_start=100",
                               "estimator.zo_forward.q=20", "recoverer.generator.iterations=30",
                               "recoverer.generator.z_dim=256", "meta_learner.kd.inner_steps=5",
                               "meta_learner.maml.inner_steps=5"]),
