@@ -24,9 +24,17 @@ optional per-API budget). A request carries a client-chosen ``request_id``; answ
 remembered (the last :data:`ANSWER_CACHE` of them), and a retry with the same id gets the same
 answer without being charged again, so a retry after a lost answer never double-counts.
 
-Status codes: 400 malformed request; 401 missing or wrong token; 403 budget exhausted (code
-``budget_exhausted``); 404 unknown path or API; 411 / 413 body without length or too large;
-429 rate limited (``Retry-After`` in whole seconds); 500 server error.
+Status codes: 400 malformed request (also: pixels outside [0, 1] or not finite, a ``request_id``
+reused with other images); 401 missing or wrong token; 403 budget exhausted (code
+``budget_exhausted``); 404 unknown path or API; 408 the body did not arrive in time; 411 / 413
+body without length or too large; 414 / 431 request line or headers too long; 429 rate limited
+(``Retry-After`` in whole seconds); 500 server error; 503 too many open connections. Every error,
+including those ``http.server`` raises itself, answers JSON.
+
+Resources: a connection idle for ``ServeLimits.idle_timeout_s`` (30 s) is closed, at most
+``ServeLimits.max_connections`` are served at once (more are answered 503 and closed, without a
+thread), and the listen backlog holds 1024 pending connections, so slow or abandoned
+connections without a token cannot exhaust the server.
 
 Fault injection (:class:`FaultPlan`, for tests of clients): a seeded fraction of requests is
 dropped (connection closed without an answer, after charging), delayed (answered late, after
@@ -37,6 +45,7 @@ charging).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import hmac
 import json
 import math
@@ -48,6 +57,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from dfml_bench.apis import QueryBudgetExhausted, QueryLedger
@@ -63,6 +73,7 @@ DTYPES = {"float32": "<f4", "int64": "<i8", "uint8": "u1"}
 MAX_HEADER = 1 << 16
 MAX_SIDE = 2048
 ANSWER_CACHE = 4096
+LISTEN_BACKLOG = 1024
 FAULT_KINDS = ("drop", "delay", "429", "500", "malformed")
 _QUERY_PATH = re.compile(r"^/v1/apis/([A-Za-z0-9._\-\[\]=,]+)/query$")
 
@@ -98,6 +109,8 @@ def decode_frame(body: bytes) -> tuple[dict[str, Any], np.ndarray]:
         header = json.loads(body[4:4 + n].decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise WireError("the frame header is not UTF-8 JSON.") from None
+    except RecursionError:  # a header nested thousands deep
+        raise WireError("the frame header is nested too deeply; send a flat JSON object.") from None
     if not isinstance(header, dict):
         raise WireError("the frame header must be a JSON object.")
     dtype, shape = header.get("dtype"), header.get("shape")
@@ -137,11 +150,17 @@ class ServeLimits:
     rate: float | None = None        # requests per second per API (token bucket); None: unlimited
     burst: int | None = None         # bucket size (default: max(1, rate))
     budget: int | None = None        # images each API answers in all; None: unlimited
+    idle_timeout_s: float = 30.0     # a connection that sends nothing for this long is closed
+    max_connections: int = 256       # connections served at once; more are answered 503
 
     def __post_init__(self) -> None:
+        if not 0 < self.idle_timeout_s <= 3600:
+            raise ConfigError(f"the idle timeout must be between 0 and 3600 seconds, not {self.idle_timeout_s}.")
+        if not 1 <= self.max_connections <= 100_000:
+            raise ConfigError(f"the connection limit must be between 1 and 100000, not {self.max_connections}.")
         if self.max_request_bytes < 1024:
             raise ConfigError(f"the request size limit must be >= 1 KiB, not {self.max_request_bytes} bytes.")
-        if self.rate is not None and not self.rate > 0:
+        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
             raise ConfigError(f"the rate limit must be > 0 requests per second, not {self.rate}.")
         if self.burst is not None and self.burst < 1:
             raise ConfigError(f"the burst must be >= 1 request, not {self.burst}.")
@@ -214,7 +233,7 @@ class PoolServer:
         self._index = {e["api_id"]: i for i, e in enumerate(pool.entries)}
         burst = self.limits.burst or max(1, int(self.limits.rate or 1))
         self._buckets = {a: _Bucket(self.limits.rate, burst) for a in self._index} if self.limits.rate else {}
-        self._answers: OrderedDict[tuple[str, str], _Answer] = OrderedDict()
+        self._answers: OrderedDict[tuple[str, str], tuple[bytes, _Answer]] = OrderedDict()
         self._compute = threading.Lock()   # one forward pass at a time (and the answer cache)
         self._meta = threading.Lock()      # fault draws, buckets, counters
         self._rng = random.Random(self.faults.seed)
@@ -222,11 +241,10 @@ class PoolServer:
         self.faults_injected: Counter[str] = Counter()
         self.retries_answered = 0          # requests answered from the cache (a client's retry)
         try:
-            self._httpd = ThreadingHTTPServer((host, port), _Handler)
+            self._httpd = _Server((host, port), _Handler, self.limits.max_connections)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port "
                               "or --host.") from None
-        self._httpd.daemon_threads = True
         self._httpd.app = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
 
@@ -314,15 +332,25 @@ class PoolServer:
                 or not (1 <= shape[2] <= MAX_SIDE and 1 <= shape[3] <= MAX_SIDE):
             return _error(400, "bad_input", f"an API takes float32 images of shape [B>=1, 3, H, W] with H, W <= "
                           f"{MAX_SIDE}, not {header['dtype']} {list(shape)}.")
+        import numpy as np
         import torch
 
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            return _error(400, "bad_pixels", "every pixel must be a finite number in [0, 1]; clamp the images "
+                          "(and replace NaN or infinite values) before sending them.")
+        # the cache answers a retry of the same request only: the same id and the same images
+        digest = hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16,
+                                 person=str(list(shape)).encode()[:16]).digest()
         key = (api_id, rid)
         with self._compute:
             cached = self._answers.get(key)
             if cached is not None:
+                if cached[0] != digest:
+                    return _error(400, "request_id_reused", f"request_id '{rid[:64]}' was already answered for "
+                                  "other images; use a fresh request_id for every new request.")
                 self._answers.move_to_end(key)
                 self.retries_answered += 1
-                return cached
+                return cached[1]
             ledger = self.ledgers[api_id]
             api = self.pool.api(self._index[api_id], ledger, output=self.output)
             images = torch.from_numpy(array.astype("=f4", copy=True))
@@ -335,15 +363,71 @@ class PoolServer:
             out = encode_tensor({"request_id": rid, "charged": int(shape[0]), "used": ledger.total,
                                  "budget": self.limits.budget}, scores)
             answer = _Answer(200, out, CONTENT_TYPE)
-            self._answers[key] = answer
+            self._answers[key] = (digest, answer)
             while len(self._answers) > ANSWER_CACHE:
                 self._answers.popitem(last=False)
             return answer
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once, with a deep listen backlog."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+    block_on_close = False  # keep no list of finished threads (it would grow with every connection)
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int):
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # full: answer at once, without a thread
+            body = json.dumps({"error": "the server has too many open connections; retry in a moment.",
+                               "code": "busy"}).encode()
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Retry-After: 1\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "dfml-bench-pool"
     protocol_version = "HTTP/1.0"  # one request per connection: nothing to keep in sync
+
+    def setup(self) -> None:
+        self.timeout = self.app.limits.idle_timeout_s  # every read and write; idle connections are closed
+        super().setup()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors raised by http.server itself (bad request line, 414, 431, 501) answer JSON too."""
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        text = {414: "the request line is too long; use a shorter path.",
+                431: "the request headers are too large or too many; send fewer, shorter headers.",
+                501: "this method is not supported; use GET /v1/apis or POST /v1/apis/<api_id>/query."}.get(
+            code, f"{phrase.lower()}: {str(message or explain or 'malformed request')[:200]}; send a valid "
+                  "HTTP/1.x request.")
+        self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # an unparsed request line: answer with a status line anyway
+        self._send(_error(code, phrase.lower().replace(" ", "_"), text))
 
     @property
     def app(self) -> PoolServer:
@@ -397,19 +481,30 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body is not read
             return _error(413, "too_large", f"the request has {int(length):,} bytes, more than the server's limit "
                           f"of {app.limits.max_request_bytes:,}; send fewer images per request.")
-        body = self.rfile.read(int(length))
+        try:
+            body = self.rfile.read(int(length))
+        except TimeoutError:
+            self.close_connection = True
+            return _error(408, "timeout", f"the body did not arrive within {app.limits.idle_timeout_s:g} s of "
+                          f"silence (Content-Length {int(length):,}); send as many bytes as Content-Length says.")
         if len(body) != int(length):
-            return _error(400, "short_body", f"the body ended after {len(body)} of {length} bytes.")
+            self.close_connection = True
+            return _error(400, "short_body", f"the body ended after {len(body)} of {length} bytes; send as many "
+                          "bytes as Content-Length says.")
         try:
             return app.answer_query(match.group(1), body)
         except Exception as exc:  # a server bug must not kill the handler thread silently
-            return _error(500, "server_error", f"the server failed on this request ({type(exc).__name__}: {exc}).")
+            return _error(500, "server_error", f"the server failed on this request ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}).")
 
     def _drain(self) -> None:
         """Read and drop a request body within the size limit (so the client reads our answer)."""
         length = self.headers.get("Content-Length", "")
         if length.isdigit() and int(length) <= self.app.limits.max_request_bytes:
-            self.rfile.read(int(length))
+            try:
+                self.rfile.read(int(length))
+            except TimeoutError:
+                self.close_connection = True
 
     def _send(self, answer: _Answer) -> None:
         try:
@@ -420,5 +515,5 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(answer.body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up on this attempt (it retries with the same request id)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True  # the client gave up on this attempt (it retries with the same id)

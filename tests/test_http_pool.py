@@ -311,3 +311,129 @@ def test_pool_build_on_a_served_pool_scenario_says_there_is_nothing_to_build() -
                                     "--set", "scenario.SS.pool={kind: http, url: 'http://127.0.0.1:9'}"])
     assert res.exit_code != 0 and "nothing to build here" in res.output, res.output
     assert "Traceback" not in res.output
+
+
+# ------------------------------------------------- hostile clients: bounded time, threads, answers ---
+
+def _connect(server: PoolServer, timeout: float = 5.0):
+    import socket
+
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=timeout)
+
+
+def _read_all(sock) -> bytes:
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def _json_answer(raw: bytes) -> tuple[int, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"application/json" in head, head
+    return status, json.loads(body)
+
+
+def test_a_body_shorter_than_its_content_length_is_answered_408_and_closed(local, serve) -> None:
+    server = serve(limits=ServeLimits(idle_timeout_s=0.5))
+    api_id = local[2].entries[0]["api_id"]
+    with _connect(server) as sock:
+        sock.sendall(f"POST /v1/apis/{api_id}/query HTTP/1.0\r\nContent-Length: 100000\r\n\r\n".encode() + b"x" * 10)
+        t0 = time.monotonic()
+        status, answer = _json_answer(_read_all(sock))
+    assert status == 408 and answer["code"] == "timeout" and time.monotonic() - t0 < 4
+    assert server.usage()[api_id] == 0
+
+
+def test_authenticated_clients_are_answered_while_200_slow_connections_are_open(local, serve, monkeypatch) -> None:
+    server = serve(token="t0k", limits=ServeLimits(idle_timeout_s=2.0))
+    slow = []
+    try:
+        for _ in range(200):  # unauthenticated, headers never finished
+            sock = _connect(server)
+            sock.sendall(b"POST /v1/apis/x/query HTTP/1.0\r\nX-Slow: ")
+            slow.append(sock)
+        monkeypatch.setenv("POOL_TOKEN", "t0k")
+        t0 = time.monotonic()
+        pool = client(local, server, token_env="POOL_TOKEN", deadline_s=5.0)
+        x = images(3, seed=7)
+        for i in range(3):
+            assert torch.equal(HttpPool.query(pool, pool.info(i).api_id, x, lambda n: None), expected(local, i, x))
+        assert time.monotonic() - t0 < 3.0
+        # idle connections are closed by the server (without an answer) once they stay silent
+        for sock in slow[:5]:
+            sock.settimeout(5.0)
+            assert _read_all(sock) == b""
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_connections_beyond_the_cap_get_a_json_503_without_a_thread(local, serve) -> None:
+    server = serve(limits=ServeLimits(max_connections=4, idle_timeout_s=5.0))
+    held = [_connect(server) for _ in range(4)]
+    try:
+        for sock in held:
+            sock.sendall(b"GET /v1/apis HTTP/1.0\r\n")  # unfinished
+        time.sleep(0.2)
+        with _connect(server) as sock:
+            status, answer = _json_answer(_read_all(sock))
+        assert status == 503 and answer["code"] == "busy"
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # slots come back once the held connections close
+        try:
+            if raw_request(server, "GET", "/v1/apis")[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    else:
+        pytest.fail("the server did not recover its connection slots")
+
+
+def test_hostile_frames_are_refused_with_400_and_never_charged(local, serve) -> None:
+    server = serve()
+    api_id = local[2].entries[0]["api_id"]
+    path = f"/v1/apis/{api_id}/query"
+    deep = b"[" * 30000 + b"]" * 30000
+    frame = len(deep).to_bytes(4, "little") + deep
+    status, _, body = raw_request(server, "POST", path, frame)
+    assert status == 400 and json.loads(body)["code"] == "bad_frame", body
+    for value in (float("nan"), float("inf"), -0.5, 1.5):
+        x = images(2)
+        x[1, 0, 3, 3] = value
+        status, _, body = raw_request(server, "POST", path, encode_tensor({"request_id": f"v{value}"}, x))
+        assert status == 400 and json.loads(body)["code"] == "bad_pixels", (value, body)
+    assert server.usage()[api_id] == 0
+    # a request id answers only a retry of the same images; reusing it for others is refused
+    first = encode_tensor({"request_id": "same"}, images(2, seed=1))
+    assert raw_request(server, "POST", path, first)[0] == 200
+    status, _, body = raw_request(server, "POST", path, encode_tensor({"request_id": "same"}, images(2, seed=2)))
+    assert status == 400 and json.loads(body)["code"] == "request_id_reused"
+    assert raw_request(server, "POST", path, first)[0] == 200 and server.retries_answered == 1
+    assert server.usage()[api_id] == 2
+
+
+def test_errors_raised_by_http_server_itself_answer_json(local, serve) -> None:
+    server = serve()
+    cases = [(b"GET /" + b"a" * 70000 + b" HTTP/1.0\r\n\r\n", 414),
+             (b"GET /v1/apis HTTP/1.0\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n", 431),
+             (b"PUT /v1/apis HTTP/1.0\r\n\r\n", 501),
+             (b"GARBAGE\r\n\r\n", 400),
+             (b"GET /nowhere HTTP/1.0\r\n\r\n", 404)]
+    for request, code in cases:
+        with _connect(server) as sock:
+            sock.sendall(request)
+            status, answer = _json_answer(_read_all(sock))
+        assert status == code and answer["error"].endswith(".") and len(answer["error"]) < 300, (code, answer)

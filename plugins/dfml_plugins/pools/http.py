@@ -109,7 +109,12 @@ class HttpPool:
         """Scores for `images`, in requests of at most the batch and size limits; `answered(n)` per request."""
         per_image = 4 * images[0].numel()
         batch = max(1, min(self.p.max_batch, (self.max_request_bytes - 4096) // per_image))
+        # an API takes images: the server refuses values outside [0, 1] (a perturbed image is clamped here)
         x = images.detach().to("cpu", torch.float32)
+        if not torch.isfinite(x).all():
+            raise DfmlError(f"API '{api_id}' was asked about images with NaN or infinite pixels; the method's "
+                            "images diverged (lower its learning rates).")
+        x = x.clamp(0.0, 1.0)
         parts = []
         for start in range(0, x.shape[0], batch):
             chunk = x[start:start + batch]
