@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from dfml_bench import __version__
-from dfml_bench.errors import DfmlError
+from dfml_bench.errors import DfmlError, shown
 
 DEFAULT_RESULTS = "runs"
 
@@ -52,6 +52,8 @@ class Cli(click.Group):
                 msg = str(exc)
             else:
                 msg = f"unexpected {type(exc).__name__}: {exc} (re-run with --debug for the traceback)"
+            if len(msg) > 600:  # values are quoted abbreviated; this bounds any other long text too
+                msg = msg[:400] + " ... " + msg[-150:]
             from rich.markup import escape
 
             _stderr().print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
@@ -81,7 +83,7 @@ def _ints(values: tuple[str, ...], what: str) -> list[int] | None:
     try:
         return [int(v) for v in items]
     except ValueError:
-        raise DfmlError(f"--{what} takes integers such as 1,5; got '{','.join(items)}'.") from None
+        raise DfmlError(f"--{what} takes integers such as 1,5; got {shown(','.join(items))}.") from None
 
 
 @main.command()

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from dfml_bench import __version__
-from dfml_bench.errors import ConfigError, did_you_mean
+from dfml_bench.errors import ConfigError, did_you_mean, shown
 from dfml_bench.params import as_dict, build_params, component_fields, describe, param
 
 PROFILES = ("smoke", "quick", "paper")
@@ -47,6 +47,9 @@ COMPONENT_SECTIONS: dict[str, str] = {
     "replay": "replay",
 }
 ALIASES = {"meta": "meta_learner", "model": "architecture", "arch": "architecture"}
+MAX_VALUES = 100_000  # values in a config once YAML aliases are expanded
+MAX_DEPTH = 32        # nesting of a config's mappings and lists
+COUNT_MAX = 10**7     # iterations, episodes, steps: a count above this would run for days
 
 
 def _non_empty(values: Sequence[Any]) -> str | None:
@@ -61,22 +64,24 @@ def _finite(value: float) -> str | None:
 class TrainSettings:
     """Meta-training settings shared by all methods (the `train` section)."""
 
-    meta_iterations: int = param(1000, "meta-iterations (each averages `meta_batch_size` task losses)", min=0)
-    meta_batch_size: int = param(4, "tasks per meta-iteration; their losses are averaged", min=1)
-    meta_lr: float = param(1e-3, "Adam learning rate of the meta model", min=0, exclusive_min=True)
-    val_every: int = param(250, "validate on meta-val every this many meta-iterations", min=1)
-    val_episodes: int = param(100, "episodes per validation (the best validation picks the model)", min=1)
-    log_every: int = param(25, "write a metrics record every this many meta-iterations", min=1)
+    meta_iterations: int = param(1000, "meta-iterations (each averages `meta_batch_size` task losses)", min=0,
+                                 max=COUNT_MAX)
+    meta_batch_size: int = param(4, "tasks per meta-iteration; their losses are averaged", min=1, max=10_000)
+    meta_lr: float = param(1e-3, "Adam learning rate of the meta model", min=0, max=1e3, exclusive_min=True)
+    val_every: int = param(250, "validate on meta-val every this many meta-iterations", min=1, max=COUNT_MAX)
+    val_episodes: int = param(100, "episodes per validation (the best validation picks the model)", min=1,
+                              max=COUNT_MAX)
+    log_every: int = param(25, "write a metrics record every this many meta-iterations", min=1, max=COUNT_MAX)
 
 
 @dataclasses.dataclass
 class EvalSettings:
     """Test-time adaptation and evaluation protocol (PROTOCOL.md section 9)."""
 
-    episodes: int = param(600, "meta-test episodes per dataset", min=1)
-    steps: int = param(10, "SGD fine-tuning steps on the support set", min=0)
-    lr: float = param(0.01, "fine-tuning step size", min=0, exclusive_min=True)
-    seed: int = param(0, "episode seed: the same episodes for every method and run", min=0)
+    episodes: int = param(600, "meta-test episodes per dataset", min=1, max=COUNT_MAX)
+    steps: int = param(10, "SGD fine-tuning steps on the support set", min=0, max=COUNT_MAX)
+    lr: float = param(0.01, "fine-tuning step size", min=0, max=1e3, exclusive_min=True)
+    seed: int = param(0, "episode seed: the same episodes for every method and run", min=0, max=2**63 - 1)
 
 
 @dataclasses.dataclass
@@ -84,18 +89,18 @@ class TopLevel:
     """Top-level scalar settings."""
 
     device: str = param("auto", "auto | cpu | cuda | cuda:N | mps")
-    ways: int = param(5, "classes per task (N-way)", min=2)
-    queries: int = param(15, "query images per class in training and evaluation tasks", min=1)
+    ways: int = param(5, "classes per task (N-way)", min=2, max=10_000)
+    queries: int = param(15, "query images per class in training and evaluation tasks", min=1, max=100_000)
     shots: list[int] = param([1, 5], "support images per class (K-shot); one run per value", min=1,
-                             check=_non_empty)
-    seeds: list[int] = param([0], "run seeds; one run per value", min=0, check=_non_empty)
+                             max=100_000, check=_non_empty)
+    seeds: list[int] = param([0], "run seeds; one run per value", min=0, max=2**63 - 1, check=_non_empty)
     data_root: str | None = param(None, "directory holding prepared real datasets")
     cache_dir: str | None = param(None, "cache for rendered data (default: ~/.cache/dfml-bench)")
     loggers: list[str] = param([], "run loggers to attach (see `dfml-bench list`)")
     budget: float | None = param(None, "API query budget in images per run (None: unlimited)", min=0,
-                                 check=_finite)
+                                 max=1e15, check=_finite)
     pool_dir: str | None = param(None, "where API pools are cached (default: <cache>/pools)")
-    workers: int = param(2, "worker processes for building API pools", min=1)
+    workers: int = param(2, "worker processes for building API pools", min=1, max=1024)
     profile: str = param(DEFAULT_PROFILE, "name of the profile this config started from")
 
 
@@ -110,15 +115,51 @@ def load_yaml(path: Path) -> dict[str, Any]:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file '{path}' ({exc.strerror}); check the path.") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file '{path}' is not valid YAML{where}; fix its syntax.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text; save it as UTF-8.") from None
+    data = safe_yaml(text, f"config file '{path}'")
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of settings, not a {type(data).__name__}.")
     return data
+
+
+def safe_yaml(text: str, what: str) -> Any:
+    """Parse YAML with the safe loader: a tag like !!python/object, a syntax error or a value too
+    large or deep once its aliases are expanded is a one-sentence ConfigError naming `what`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        tag = str(exc.problem or "").partition("tag ")[2].strip().strip("'\"")[:80] or "?"
+        raise ConfigError(f"{what} uses the YAML tag '{tag}'{where}, which is not allowed; write plain "
+                          "values (strings, numbers, lists, mappings).") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{what} is not valid YAML{where}; fix its syntax.") from None
+    except RecursionError:
+        raise ConfigError(f"{what} is nested more than {MAX_DEPTH} levels deep; flatten it.") from None
+    check_size(data, what)
+    return {} if data is None else data
+
+
+def check_size(data: Any, what: str) -> None:
+    """Refuse a value with more than MAX_VALUES values once shared (aliased) parts are counted
+    each time they appear, or nested deeper than MAX_DEPTH: bounded work, whatever the input."""
+    stack, count = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{what} holds more than {MAX_VALUES:,} values once its YAML aliases are expanded; "
+                              "remove the aliases (*name) that repeat large parts.")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{what} is nested more than {MAX_DEPTH} levels deep; flatten it.")
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for kv in value.items() for v in kv)
+        elif isinstance(value, (list, tuple, set)):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def load_profile(name_or_path: str) -> dict[str, Any]:
@@ -153,15 +194,21 @@ def parse_set(item: str) -> dict[str, Any]:
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set expects key=value (e.g. train.meta_iterations=100), got '{item}'.")
+        raise ConfigError(f"--set expects key=value (e.g. train.meta_iterations=100), got {shown(item)}.")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = safe_yaml(raw, f"--set {shown(key, 80)}") if raw.strip() else ""
+    except ConfigError as exc:
+        if "not valid YAML" not in str(exc):
+            raise
+        value = raw  # not YAML: the plain string
     parts = key.split(".")
     parts[0] = ALIASES.get(parts[0], parts[0])
     if parts[0] not in ALL_KEYS:
-        raise ConfigError(f"--set {key}: unknown setting '{parts[0]}'." + did_you_mean(parts[0], ALL_KEYS))
+        where = f"--set {shown(key, 60)}" if len(parts) > 1 else "--set"
+        raise ConfigError(f"{where}: unknown setting {shown(parts[0], 60)}."
+                          + did_you_mean(parts[0], ALL_KEYS))
+    if len(parts) > MAX_DEPTH:
+        raise ConfigError(f"--set {shown(key, 80)} is nested more than {MAX_DEPTH} levels deep.")
     out: dict[str, Any] = {}
     node = out
     for part in parts[:-1]:
@@ -176,14 +223,14 @@ def normalise_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in raw.items():
         key = ALIASES.get(key, key)
         if key not in ALL_KEYS:
-            raise ConfigError(f"unknown setting '{key}'." + did_you_mean(key, ALL_KEYS))
+            raise ConfigError(f"unknown setting {shown(key, 60)}." + did_you_mean(str(key), ALL_KEYS))
         if key in COMPONENT_SECTIONS and isinstance(value, str):
             value = {"name": value}
         elif key in COMPONENT_SECTIONS and isinstance(value, (list, tuple)) and value \
                 and all(isinstance(v, str) and v.strip() for v in value):
             value = {"name": ",".join(v.strip() for v in value)}  # a grid of names
         elif key in COMPONENT_SECTIONS and value is not None and not isinstance(value, Mapping):
-            raise ConfigError(f"'{key}' must be a component name or a mapping with a 'name', not {value!r}.")
+            raise ConfigError(f"'{key}' must be a component name or a mapping with a 'name', not {shown(value)}.")
         out[key] = value
     return out
 
@@ -280,6 +327,7 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
 
     `raw["method"]["name"]` / `raw["scenario"]["name"]` may be comma lists to form a grid.
     """
+    check_size(raw, "the configuration")
     top = top_level(raw)
     for name, cls in SECTIONS.items():
         if raw.get(name) is not None and not isinstance(raw.get(name), Mapping):

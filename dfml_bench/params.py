@@ -11,11 +11,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from dfml_bench.errors import ConfigError, did_you_mean
+from dfml_bench.errors import ConfigError, did_you_mean, shown
+
+INT_LIMIT = 2**63 - 1  # every integer setting fits a signed 64-bit integer (torch, NumPy, JSON readers)
 
 
 def param(default: Any, help: str, *, choices: Sequence[Any] | None = None, component: str | None = None,
@@ -94,7 +97,7 @@ def build_params(params_cls: type | None, values: Mapping[str, Any], where: str)
     ``min`` / ``max`` / ``check`` is rejected with a sentence naming the key, value and range.
     """
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{where} must be a mapping of parameters, not {values!r}.")
+        raise ConfigError(f"{where} must be a mapping of parameters, not {shown(values)}.")
     if params_cls is None:
         if values:
             key = next(iter(values))
@@ -106,13 +109,13 @@ def build_params(params_cls: type | None, values: Mapping[str, Any], where: str)
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
     for key, value in values.items():
         if not isinstance(key, str):
-            raise ConfigError(f"{where}: parameter names must be strings, not {key!r}.")
+            raise ConfigError(f"{where}: parameter names must be strings, not {shown(key)}.")
         if key not in infos:
-            raise ConfigError(f"{where} has no parameter '{key}'." + did_you_mean(key, infos))
+            raise ConfigError(f"{where} has no parameter {shown(key, 80)}." + did_you_mean(key, infos))
         value = coerce(value, hints[key], f"{where}.{key}")
         choices = infos[key].choices
         if choices and value not in choices:
-            raise ConfigError(f"{where}.{key} must be one of {list(choices)}, not {value!r}.")
+            raise ConfigError(f"{where}.{key} must be one of {list(choices)}, not {shown(value)}.")
         check_bounds(infos[key], fields[key].metadata.get("check"), value, f"{where}.{key}")
         kwargs[key] = value
     return params_cls(**kwargs)
@@ -127,13 +130,18 @@ def check_bounds(info: ParamInfo, check: Callable[[Any], str | None] | None, val
         too_low = info.min is not None and (item <= info.min if info.exclusive_min else item < info.min)
         too_high = info.max is not None and item > info.max
         if too_low or too_high or item != item:  # NaN is never in range
-            default = "" if info.default is None else f" (default {info.default!r})"
-            raise ConfigError(f"{where} must be {info.range_text()}, not {item!r}; "
+            default = "" if info.default is None else f" (default {shown(info.default)})"
+            bound = info.range_text()  # the bound it breaks, as a sentence can say it
+            if too_low and not too_high:
+                bound = f"{'>' if info.exclusive_min else '>='} {_num(info.min)}"  # type: ignore[arg-type]
+            elif too_high:
+                bound = f"<= {_num(info.max)}"  # type: ignore[arg-type]
+            raise ConfigError(f"{where} must be {bound}, not {shown(item)}; "
                               f"set it to an allowed value{default}.")
     if check is not None and value is not None:
         problem = check(value)
         if problem:
-            raise ConfigError(f"{where} {problem}, not {value!r}.")
+            raise ConfigError(f"{where} {problem}, not {shown(value)}.")
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
@@ -153,7 +161,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 return coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}.")
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {shown(value)}.")
     if origin in (list, tuple, Sequence):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -163,32 +171,55 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return [coerce(v, item, where) for v in value]
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where} must be a mapping, not {value!r}.")
+            raise ConfigError(f"{where} must be a mapping, not {shown(value)}.")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
-        raise ConfigError(f"{where} must be true or false, not {value!r}.")
+        raise ConfigError(f"{where} must be true or false, not {shown(value)}.")
     if tp in (int, float):
         if isinstance(value, bool):
-            raise ConfigError(f"{where} must be a number, not {value!r}.")
+            raise ConfigError(f"{where} must be a number, not {shown(value)}.")
         try:
-            number = float(value) if isinstance(value, str) else value
             if tp is int:
-                if float(number) != int(float(number)):
-                    raise ValueError
-                return int(float(number))
-            return float(number)
+                number = _integer(value)
+                if abs(number) > INT_LIMIT:
+                    raise ConfigError(f"{where} must be an integer of at most 19 digits (|x| <= 2^63-1), "
+                                      f"not {shown(value)}.")
+                return number
+            number = float(value)
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where} must be {'an integer' if tp is int else 'a number'}, "
-                              f"not {value!r}.") from None
+                              f"not {shown(value)}.") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, not {shown(value)}; "
+                              "use a finite value (or null where the setting allows it).")
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where} must be a string, not {value!r}.")
+            raise ConfigError(f"{where} must be a string, not {shown(value)}.")
         return str(value)
     return value
+
+
+def _integer(value: Any) -> int:
+    """An int, exactly: ints and integer strings are kept as they are (never rounded through a float),
+    an integral float ("1e3") is accepted; anything else is a ValueError."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        try:
+            return int(text)
+        except ValueError:
+            value = float(text)
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    raise TypeError(type(value).__name__)
 
 
 def component_fields(params: Any) -> list[tuple[str, str]]:

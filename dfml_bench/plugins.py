@@ -24,7 +24,7 @@ from typing import Any
 import pluggy
 
 from dfml_bench import hookspecs
-from dfml_bench.errors import ConfigError, PluginError, did_you_mean
+from dfml_bench.errors import ConfigError, PluginError, did_you_mean, shown
 
 ENTRY_POINT_GROUP = "dfml_bench"
 ENV_ALLOW = "DFML_BENCH_PLUGINS"
@@ -124,12 +124,12 @@ class Registry:
     def get(self, kind: str, name: str) -> Component:
         """Look up a component; an unknown name gets a "did you mean"."""
         if kind not in self._components:
-            raise ConfigError(f"unknown component kind '{kind}'." + did_you_mean(kind, KINDS))
+            raise ConfigError(f"unknown component kind {shown(kind, 80)}." + did_you_mean(str(kind), KINDS))
         try:
             return self._components[kind][name]
         except KeyError:
             label = kind.replace("_", " ")
-            raise ConfigError(f"unknown {label} '{name}'." + did_you_mean(name, self._components[kind])
+            raise ConfigError(f"unknown {label} {shown(name, 80)}." + did_you_mean(str(name), self._components[kind])
                               + " Run `dfml-bench list` to see what is installed.") from None
 
     def build(self, kind: str, name: str, params: Any, *args: Any, **kwargs: Any) -> Any:

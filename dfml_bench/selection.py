@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from dfml_bench.errors import ConfigError
+from dfml_bench.errors import ConfigError, shown
 
 
 def parse_selection(text: str) -> tuple[str, dict[str, Any]]:
@@ -15,12 +15,15 @@ def parse_selection(text: str) -> tuple[str, dict[str, Any]]:
     if "[" not in text:
         return text, {}
     if not text.endswith("]"):
-        raise ConfigError(f"'{text}' is not of the form name[key=value,...]; close the bracket.")
+        raise ConfigError(f"{shown(text)} is not of the form name[key=value,...]; close the bracket.")
     name, _, inner = text[:-1].partition("[")
     params: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in inner.split(","))):
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ConfigError(f"'{item}' in '{text}' needs the form key=value.")
-        params[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            raise ConfigError(f"{shown(item, 80)} in {shown(text, 100)} needs the form key=value.")
+        try:
+            params[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"{shown(item, 80)} in {shown(text, 100)} is not a valid value; quote it.") from None
     return name.strip(), params

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -105,6 +106,16 @@ BAD_SETS = [
     ("meta.inner_stepz=3", "maml_oracle", ["inner_stepz", "Did you mean 'inner_steps'"]),
     ("method.name=radnom", "random", ["radnom", "Did you mean 'random'"]),
     ("estimator.zo_forwad.q=3", "bidf_mkd", ["zo_forwad"]),
+    # non-finite, huge and unbounded values
+    ("train.meta_lr=.inf", "maml_oracle", ["train.meta_lr", "finite"]),
+    ("eval.lr=.inf", "random", ["eval.lr", "finite"]),
+    ("meta.inner_lr=.inf", "maml_oracle", ["inner_lr", "finite"]),
+    ("budget=.inf", "random", ["config.budget", "finite"]),
+    ("train.meta_iterations=1e99", "maml_oracle", ["train.meta_iterations", "1e99"]),
+    ("train.meta_iterations=100000000000", "maml_oracle", ["train.meta_iterations", "<= 10000000"]),
+    ("eval.episodes=1e12", "random", ["eval.episodes", "<="]),
+    ("seeds=[18446744073709551616]", "random", ["config.seeds", "2^63-1"]),
+    ("scenario.SS.label=[[[[[[[[[[1]]]]]]]]]]", "random", ["label", "string"]),
 ]
 
 
@@ -121,6 +132,37 @@ def test_bad_value_is_one_clear_sentence(registry, item: str, method: str, words
     one_sentence(msg)
     for word in words:
         assert word in msg, (word, msg)
+
+
+def test_integers_stay_integers_end_to_end(registry) -> None:
+    from dfml_bench.config import run_id
+
+    runs = resolve(registry, method="random", seeds=[2**53 + 1, 2**53])
+    assert [r["seed"] for r in runs] == [2**53 + 1, 2**53] and len({run_id(r) for r in runs}) == 2
+    runs = resolve(registry, "seeds=[9007199254740993]", "eval.seed='9007199254740993'", method="random")
+    assert runs[0]["seed"] == 9007199254740993 and runs[0]["eval"]["seed"] == 9007199254740993
+    res = cli("run", "-m", "random", "--profile", "smoke", "--seeds", str(2**64), "--results", "unused")
+    assert res.exit_code == 2 and "seeds" in res.output and "Traceback" not in res.output, res.output
+
+
+def test_yaml_bombs_deep_nesting_and_tags_are_one_bounded_sentence(registry, tmp_path: Path) -> None:
+    cases = {"bomb": (ALIAS_BOMB + "scenario: {SS: {label: *h}}\n", "YAML aliases"),
+             "leaves": ("a: &a [" + ", ".join(["1"] * 100) + "]\nb: &b [" + ", ".join(["*a"] * 100) + "]\n"
+                        "scenario: {SS: {label: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]}}\n", "YAML aliases"),
+             "deep": ("train: " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
+             "tag": ("train: !!python/object:os.system {}\n", "tag 'tag:yaml.org,2002:python/object:os.system'"),
+             "bytes": ("train: {meta_iterations: \x00}\n", "not valid YAML")}
+    for name, (text, words) in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text) if name != "bytes" else path.write_bytes(b"train: \xff\xfe\n")
+        with pytest.raises(ConfigError) as info:
+            resolve(registry, config_file=path, method="random")
+        msg = str(info.value)
+        one_sentence(msg)
+        assert len(msg.replace(str(path), "")) <= MESSAGE_CHARS, (name, msg)
+        assert str(path) in msg and (words in msg or name == "bytes"), (name, msg)
+    with pytest.raises(ConfigError, match="not allowed"):
+        resolve(registry, "train=!!python/object/apply:os.system [echo]", method="random")
 
 
 def test_bound_message_names_key_value_and_range(registry) -> None:
@@ -478,22 +520,62 @@ KNOWN_KEYS = ["ways", "shots", "queries", "seeds", "budget", "workers", "device"
               "meta_lr", "episodes", "steps", "lr", "seed", "inner_steps", "inner_lr", "first_order", "q", "mu",
               "width", "maml", "kd", "zo_forward", "bidf_mkd", "SS", "MH", "random", "maml_oracle",
               "apis_per_cell", "datasets", "architectures", "per_class", "schedule", "output", "conv4"]
-keys = st.one_of(st.sampled_from(KNOWN_KEYS), st.text(min_size=1, max_size=8))
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
-                    st.text(max_size=10), st.sampled_from(["random", "maml_oracle", "bidf_mkd", "SS", "MH", "maml",
-                                                           "conv4", "zo_forward", "1,5", "[1, 2]", "{a: 1}"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(keys, inner, max_size=3)), max_leaves=8)
+keys = st.one_of(st.sampled_from(KNOWN_KEYS), st.text(min_size=1, max_size=8), st.text(min_size=300, max_size=400))
+huge_ints = st.one_of(st.integers(-10**40, 10**40), st.sampled_from([2**53 + 1, 2**63 - 1, 2**63, 2**64, -2**63 - 1,
+                                                                     10**99]))
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), huge_ints,
+                    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([".inf", "-.inf", ".nan", "1e99",
+                                                                                     "1e400", "9007199254740993"]),
+                    st.text(max_size=10), st.text(min_size=250, max_size=400),
+                    st.sampled_from(["random", "maml_oracle", "bidf_mkd", "SS", "MH", "maml",
+                                     "conv4", "zo_forward", "1,5", "[1, 2]", "{a: 1}"]))
+
+
+def _nest(value, depth: int):
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+values = st.one_of(
+    st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                  st.dictionaries(keys, inner, max_size=3)), max_leaves=8),
+    st.builds(_nest, scalars, st.integers(5, 60)))  # nested structures, deeper than any setting
 configs = st.dictionaries(keys, values, max_size=5)
+# YAML documents whose aliases expand a few lines into millions of values (a "billion laughs")
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh"))
+MESSAGE_CHARS = 300  # the longest error a fuzzed config may give (paths excepted)
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-def _valid_or_config_error(fn) -> None:
+def _valid_or_config_error(fn, path: Path | None = None) -> None:
+    """`fn()` resolves runs whose every setting is sound, or raises one bounded sentence."""
     try:
-        fn()
-    except DfmlError:
-        pass  # ConfigError, or PluginError for an unknown component: a clear sentence either way
+        runs = fn()
+    except DfmlError as exc:  # ConfigError, or PluginError for an unknown component: a clear sentence either way
+        msg = str(exc).replace(str(path), "") if path is not None else str(exc)
+        assert len(msg) <= MESSAGE_CHARS and "\n" not in msg, msg
+        return
+    for run in runs or ():
+        _assert_sound(run)
+
+
+def _assert_sound(value, where: str = "run") -> None:
+    """No float where an integer belongs, nothing non-finite, no integer beyond 64 bits."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _assert_sound(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _assert_sound(v, where)
+    elif isinstance(value, float):
+        assert math.isfinite(value), (where, value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        assert abs(value) < 2**63, (where, value)
+    if where.endswith((".seed", ".shots", ".ways", ".queries", ".meta_iterations", ".episodes", ".steps")):
+        assert isinstance(value, int) and not isinstance(value, bool), (where, value)
 
 
 @pytest.fixture(scope="module")
@@ -510,6 +592,7 @@ def test_fuzz_set_items(reg, path: list[str], value, text: str | None, method: s
     raw_value = text if text is not None else yaml.safe_dump(value, default_flow_style=True).strip()
     item = ".".join(path) + "=" + raw_value.replace("\n", " ")
     _valid_or_config_error(lambda: resolve(reg, item, method=method))
+    _valid_or_config_error(lambda: resolve(reg, item, method=method, seeds=[2**53 + 1, 2**53]))
 
 
 @FUZZ
@@ -518,7 +601,11 @@ def test_fuzz_config_files(reg, data: dict, method: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cfg.yaml"
         path.write_text(yaml.safe_dump(data))
-        _valid_or_config_error(lambda: resolve(reg, config_file=path, method=method))
+        _valid_or_config_error(lambda: resolve(reg, config_file=path, method=method), path)
+        # the same document with an alias bomb nested under one of its keys
+        key = next(iter(data), "scenario")
+        path.write_text(ALIAS_BOMB + yaml.safe_dump({key: {"SS": {"label": "*h"}}}).replace("'*h'", "*h"))
+        _valid_or_config_error(lambda: resolve(reg, config_file=path, method=method), path)
 
 
 @FUZZ
@@ -529,6 +616,6 @@ def test_fuzz_raw_config_dicts(reg, data: dict) -> None:
 
     def go():
         raw = deep_merge(build_raw_config("smoke", flags={"method": "bidf_mkd"}), data)
-        resolve_runs(raw, reg)
+        return resolve_runs(raw, reg)
 
     _valid_or_config_error(go)

@@ -52,13 +52,21 @@ def _pool_source(name: str, pool: dict[str, Any], ctx: ScenarioContext) -> PoolS
     return PoolSource(comp.name, build_params(comp.params, values, f"scenario {name}.pool '{comp.name}'"))
 
 
+def _need_datasets(name: str, params: Any) -> None:
+    if not params.datasets:
+        raise ConfigError(f"scenario {name} lists no dataset in scenario.datasets; name at least one "
+                          "(e.g. glyphs[domain=letters]).")
+
+
 def build_ss(params: Any, ctx: ScenarioContext) -> ScenarioData:
+    _need_datasets("SS", params)
     if len(params.datasets) != 1 or len(params.architectures) != 1:
         raise ConfigError("scenario SS has one dataset and one API architecture; use SH or MH to mix.")
     return _scenario("SS", params, ctx)
 
 
 def build_sh(params: Any, ctx: ScenarioContext) -> ScenarioData:
+    _need_datasets("SH", params)
     if len(params.datasets) != 1:
         raise ConfigError("scenario SH has one dataset; use MH to mix datasets.")
     return _scenario("SH", params, ctx)
