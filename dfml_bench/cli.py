@@ -411,6 +411,8 @@ def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str
                           "there is nothing to build here: build it where it is served.")
     t0 = time.perf_counter()
     api_pool = open_pool(data, registry, env, resolve_device("cpu"))
+    for index in range(len(api_pool)):  # a cached pool is ready only if every weight file is intact
+        api_pool.verify(index)
     seconds = time.perf_counter() - t0
     _print_pool(api_pool.manifest, api_pool.root, summary_only=True)
     _stderr().print(f"pool ready in {seconds:.1f}s: {api_pool.root}", highlight=False)

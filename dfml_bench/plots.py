@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -75,14 +74,15 @@ def val_curve(run_dir: Path) -> list[tuple[int, float, float]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
+    from dfml_bench.store import read_jsonl
+
     points = []
-    for line in path.read_text().splitlines():
+    for rec in read_jsonl(path):  # lines cut by a crash or not UTF-8 are skipped
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if "val_acc" in rec:
-            points.append((int(rec.get("iteration", 0)), float(rec.get("queries", 0)), float(rec["val_acc"])))
+            if "val_acc" in rec:
+                points.append((int(rec.get("iteration", 0)), float(rec.get("queries", 0)), float(rec["val_acc"])))
+        except (TypeError, ValueError):
+            continue  # a record with values that are not numbers
     return points
 
 

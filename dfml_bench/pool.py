@@ -360,10 +360,11 @@ class APIPool:
         e = self.entries[index]
         path = self.root / e["file"]
         if not path.exists():
-            raise PoolError(f"API file '{path}' is missing; delete '{self.root}' to rebuild the pool.")
+            raise PoolError(f"API file '{path}' is missing; delete '{self.root}' and run `dfml-bench pool build` "
+                            "again to rebuild the pool.")
         if _file_sha256(path) != e["sha256"]:
             raise PoolError(f"API file '{path}' does not match its checksum (corrupt or modified); "
-                            f"delete '{self.root}' to rebuild the pool.")
+                            f"delete '{self.root}' and run `dfml-bench pool build` again to rebuild the pool.")
         return path
 
     def load_module(self, index: int) -> torch.nn.Module:

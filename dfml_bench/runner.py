@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import random
 import resource
@@ -22,7 +23,7 @@ from dfml_bench import store
 from dfml_bench.apis import QueryBudgetExhausted, QueryLedger
 from dfml_bench.config import run_id, run_label
 from dfml_bench.data import EpisodeSampler, Normalizer
-from dfml_bench.errors import ConfigError, StoreError
+from dfml_bench.errors import ConfigError, DataError, DfmlError, StoreError
 from dfml_bench.evaluation import evaluate
 from dfml_bench.interfaces import (ACCESS_LEVELS, MethodContext, RunInfo, ScenarioContext, ScenarioData,
                                    TrainSettings)
@@ -46,12 +47,16 @@ class Environment:
 
     def resolved_cache_dir(self) -> Path:
         if self.cache_dir is not None:
-            return Path(self.cache_dir)
-        env = os.environ.get("DFML_BENCH_CACHE")
-        if env:
-            return Path(env)
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        return Path(base) / "dfml-bench"
+            path, origin = Path(self.cache_dir), "--cache-dir"
+        elif os.environ.get("DFML_BENCH_CACHE"):
+            path, origin = Path(os.environ["DFML_BENCH_CACHE"]), "$DFML_BENCH_CACHE"
+        else:
+            base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            path, origin = Path(base) / "dfml-bench", "$XDG_CACHE_HOME"
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{origin} points at '{path}', which is a file, not a directory; point it at a "
+                              "directory (it is created if missing).")
+        return path
 
 
     def resolved_pool_dir(self) -> Path:
@@ -137,7 +142,7 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     store.write_config(path / store.CONFIG_FILE, resolved)
     device = resolve_device(env.device)
     ckpt_path = path / store.CHECKPOINT_FILE
-    ckpt = _load_checkpoint(ckpt_path, device)
+    ckpt = _load_checkpoint(ckpt_path, device, run_id(resolved))
     # before any logger opens its files: logs written after the checkpoint (or by an attempt that
     # never checkpointed) are cut off, so a resumed run's logs equal an uninterrupted run's
     if ckpt is None or "logs" in ckpt:
@@ -157,9 +162,15 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     model = registry.build("architecture", arch["name"], _params(registry.get("architecture", arch["name"]), arch["params"]),
                            ways, scenario.image_size).to(device)
 
+    def sampler(d: Any, split: str, seed_: int, norm: Normalizer) -> EpisodeSampler:
+        try:
+            return EpisodeSampler(d.split(split), ways, shots, queries, seed_, norm)
+        except DataError as exc:  # say which dataset and split cannot hold an episode
+            raise DataError(f"dataset '{d.name}', meta-{split} split: {exc}") from None
+
     def make_train_sampler(i: int) -> EpisodeSampler:
         d = scenario.datasets[i]
-        return EpisodeSampler(d.split("train"), ways, shots, queries, derive_seed("train", seed, d.name), normalizers[i])
+        return sampler(d, "train", derive_seed("train", seed, d.name), normalizers[i])
 
     def build_meta_learner() -> Any:
         if "meta_learner" not in resolved:
@@ -208,8 +219,8 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     def validate() -> float:
         accs = []
         for d, norm in zip(scenario.datasets, normalizers):
-            sampler = EpisodeSampler(d.split("val"), ways, shots, queries, derive_seed("val", ev["seed"], d.name), norm)
-            accs.append(evaluate(model, sampler, train.val_episodes, ev["steps"], ev["lr"]).accuracy)
+            accs.append(evaluate(model, sampler(d, "val", derive_seed("val", ev["seed"], d.name), norm),
+                                 train.val_episodes, ev["steps"], ev["lr"]).accuracy)
         return sum(accs) / len(accs)
 
     best_state, best_val, best_iter = None, float("-inf"), 0
@@ -228,6 +239,8 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
                              "tampered with or from an incompatible version); delete it to restart this run "
                              "from scratch.") from None
         reporter.log(f"resuming {path.name} at meta-iteration {start}")
+    # queries answered by every attempt, work lost to a crash included (the ledger counts this trajectory)
+    spent = store.QuerySpend(path, ledger.total)
 
     iterations = train.meta_iterations if method.trains else 0
     stopped = None
@@ -240,9 +253,13 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
                 except QueryBudgetExhausted as exc:
                     stopped = str(exc)
                     reporter.log(f"stopping at meta-iteration {it}: {exc}")
+                finally:
+                    spent.update(ledger.total)
+                _check_finite(record, it)
             record["queries"] = ledger.total
             is_val = it % max(train.val_every, 1) == 0 or it == iterations or stopped is not None
             if is_val:
+                _check_finite_model(model, it)
                 val = validate()
                 record["val_acc"] = val
                 if val > best_val:
@@ -261,7 +278,8 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
                 torch.save({"model": model.state_dict(), "method": method.state_dict(), "best_state": best_state,
                             "best_val": best_val, "best_iter": best_iter, "iteration": it + 1,
                             "rng": _rng_states(device), "ledger": ledger.state_dict(),
-                            "logs": store.log_sizes(path), "elapsed": time.perf_counter() - t0}, buf)
+                            "logs": store.log_sizes(path), "elapsed": time.perf_counter() - t0,
+                            "run_id": info.run_id}, buf)
                 store.atomic_write_bytes(ckpt_path, buf.getvalue())
             if it < iterations:
                 advance(1, **{k: v for k, v in record.items() if k in ("loss", "train_acc", "val_acc")})
@@ -270,9 +288,9 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         model.load_state_dict(best_state)
     per_dataset: dict[str, dict[str, float]] = {}
     for d, norm in zip(scenario.datasets, normalizers):
-        sampler = EpisodeSampler(d.split("test"), ways, shots, queries, derive_seed("test", ev["seed"], d.name), norm)
+        test_sampler = sampler(d, "test", derive_seed("test", ev["seed"], d.name), norm)
         with reporter.task(f"test {d.name}", ev["episodes"]) as advance:
-            res = evaluate(model, sampler, ev["episodes"], ev["steps"], ev["lr"], on_episode=advance)
+            res = evaluate(model, test_sampler, ev["episodes"], ev["steps"], ev["lr"], on_episode=advance)
         per_dataset[d.name] = res.as_dict()
         events.emit("on_evaluation", split="test", result={"dataset": d.name, **res.as_dict()})
     accs = [r["accuracy"] for r in per_dataset.values()]
@@ -294,6 +312,7 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         "best_iteration": best_iter,
         "meta_iterations": iterations,
         "queries": ledger.total,
+        "queries_spent": spent.update(ledger.total),  # >= queries: also what attempts lost to crashes asked
         "apis_queried": len(ledger.per_api),
         "budget": resolved.get("budget"),
         "stopped_early": stopped,
@@ -314,19 +333,46 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     return result
 
 
-def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
-    """A run's checkpoint, or None without one; a checkpoint that cannot be loaded is a StoreError."""
+class NonFiniteTraining(DfmlError):
+    """The training loss or the model's weights became NaN or infinite: the run stops as failed."""
+
+
+def _check_finite(record: Mapping[str, Any], it: int) -> None:
+    """Stop a run whose training loss (or another reported number) is no longer finite."""
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise NonFiniteTraining(f"training diverged: '{key}' became {value} at meta-iteration {it}; no result "
+                                    "is recorded. Lower the learning rates (train.meta_lr, the method's own) or "
+                                    "check the data, then delete this run directory to re-run it.")
+
+
+def _check_finite_model(model: torch.nn.Module, it: int) -> None:
+    """Stop a run whose weights are no longer finite (a method that reports no loss)."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise NonFiniteTraining(f"training diverged: the model's weights hold NaN or infinite values at "
+                                f"meta-iteration {it}; no result is recorded. Lower the learning rates "
+                                "(train.meta_lr, the method's own), then delete this run directory to re-run it.")
+
+
+def _load_checkpoint(path: Path, device: torch.device, expected_run: str) -> dict[str, Any] | None:
+    """A run's checkpoint, or None without one; a checkpoint that cannot be loaded, or that another run
+    wrote (copied here), is a StoreError."""
     if not path.exists():
         return None
     try:  # weights_only: a checkpoint holding anything but tensors and plain data is refused, never run
         ckpt = torch.load(path, map_location=device, weights_only=True)
         if not isinstance(ckpt, dict):
             raise TypeError(type(ckpt).__name__)
-        return ckpt
     except Exception as exc:  # truncated, tampered, foreign objects, ...
         raise StoreError(f"checkpoint '{path}' cannot be loaded ({type(exc).__name__}: it is corrupt, "
                          "tampered with or from an incompatible version); delete it to restart this run "
                          "from scratch.") from None
+    owner = ckpt.get("run_id")
+    if owner != expected_run:
+        whose = f"run {str(owner)[:40]}" if isinstance(owner, str) else "no recorded run (an older version)"
+        raise StoreError(f"checkpoint '{path}' belongs to {whose}, not to this run {expected_run}; delete it to "
+                         "restart this run from scratch.")
+    return ckpt
 
 
 def _rng_states(device: torch.device) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from dfml_bench.errors import DfmlError, StoreError
+from dfml_bench.errors import StoreError, shown
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
@@ -30,6 +30,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 RUNS_DIR = "runs"
 LOCK_FILE = ".lock"
+SPENT_FILE = ".queries.json"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -135,16 +136,60 @@ def rewind_logs(run_path: Path, sizes: Mapping[str, int]) -> None:
 
     Appended logs lose what was written after the checkpoint (so nothing is logged twice),
     files created after it are removed; ``{}`` removes them all (a restart from scratch).
+    A cut always lands on a line boundary: a size that falls inside a line (a file changed
+    since) cuts back to the end of the last whole line before it.
     """
     for path in _log_files(run_path):
         size = sizes.get(path.name)
         try:
-            if size is None:
+            if size is None or not isinstance(size, int) or size < 0:
                 path.unlink()
             elif path.stat().st_size > size:
-                os.truncate(path, size)
+                os.truncate(path, _line_boundary(path, size))
         except OSError as exc:
             raise _unwritable(path, exc) from None
+
+
+def _line_boundary(path: Path, size: int) -> int:
+    """`size` if it ends a line of `path` (or is 0), else the end of the last whole line before it."""
+    if size == 0:
+        return 0
+    with open(path, "rb") as fh:
+        start = max(0, size - (1 << 20))
+        fh.seek(start)
+        head = fh.read(size - start)
+    if head.endswith(b"\n"):
+        return size
+    cut = head.rfind(b"\n")
+    return start + cut + 1 if cut >= 0 else 0
+
+
+class QuerySpend:
+    """API queries answered across every attempt of a run, kept in the run directory's hidden
+    ``.queries.json``: a resumed run counts (in its ledger) only the queries of the trajectory it
+    finished, while the servers also answered those of attempts lost to a crash after their
+    last checkpoint. ``update(counted)`` is called with the ledger's total after every step."""
+
+    def __init__(self, run_path: Path, counted: int):
+        self.path = Path(run_path) / SPENT_FILE
+        try:
+            before = int(json.loads(self.path.read_text())["spent"])
+        except (OSError, ValueError, KeyError, TypeError):
+            before = 0
+        self.base, self.start, self.value = max(before, counted), counted, max(before, counted)
+
+    def update(self, counted: int) -> int:
+        """Record the spend with the ledger at `counted`; returns the total spent so far."""
+        value = self.base + counted - self.start
+        if value != self.value:
+            self.value = value
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            try:
+                tmp.write_text(json.dumps({"spent": value}))
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                raise _unwritable(self.path, exc) from None
+        return value
 
 
 def run_dir(results_root: Path, label: str, run_hash: str) -> Path:
@@ -152,15 +197,57 @@ def run_dir(results_root: Path, label: str, run_hash: str) -> Path:
 
 
 def read_result(run_path: Path) -> dict[str, Any] | None:
-    """The finished result of a run directory, or None if it has not finished."""
-    path = run_path / RESULT_FILE
+    """The finished result of a run directory, or None if it has not finished; a result that is
+    unreadable or malformed (not an object, an accuracy that is not a finite number) is a
+    StoreError naming the file."""
+    path = Path(run_path) / RESULT_FILE
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DfmlError(f"result file '{path}' is unreadable ({exc}); delete that run directory "
-                        "to re-run it.") from None
+        result = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:  # JSON errors, bad UTF-8, deep nesting
+        reason = exc.strerror if isinstance(exc, OSError) else f"not valid JSON: {type(exc).__name__}"
+        raise StoreError(f"result file '{path}' is unreadable ({str(reason)[:100]}); delete that run directory "
+                         "to re-run it.") from None
+    problem = _result_problem(result)
+    if problem:
+        raise StoreError(f"result file '{path}' is malformed ({problem}); delete that run directory to re-run it.")
+    return result
+
+
+def _result_problem(result: Any) -> str | None:
+    """What makes a parsed result.json unusable, or None."""
+    if not isinstance(result, dict):
+        return f"a JSON {type(result).__name__}, not an object"
+    for key in ("accuracy", "ci95"):
+        value = result.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                or value in (float("inf"), float("-inf")):
+            return f"'{key}' is {shown(value, 40)}, not a finite number"
+    for key in ("method", "scenario"):
+        if not isinstance(result.get(key), str):
+            return f"'{key}' is not a string"
+    if not isinstance(result.get("shots"), int) or isinstance(result.get("shots"), bool):
+        return "'shots' is not an integer"
+    return None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON-object records of a log file; a line cut by a crash, bytes that are not UTF-8 and
+    lines that are not JSON objects are skipped."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def iter_results(results_root: Path) -> Iterator[dict[str, Any]]:
@@ -190,9 +277,15 @@ def read_failure(run_path: Path) -> dict[str, Any] | None:
     if (run_path / RESULT_FILE).exists() or not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DfmlError(f"error file '{path}' is unreadable ({exc}); delete it to forget that failure.") from None
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not valid JSON: {type(exc).__name__}"
+        raise StoreError(f"error file '{path}' is unreadable ({str(reason)[:100]}); delete it to forget that "
+                         "failure.") from None
+    if not isinstance(record, dict):
+        raise StoreError(f"error file '{path}' is malformed (a JSON {type(record).__name__}, not an object); "
+                         "delete it to forget that failure.")
+    return record
 
 
 def iter_failures(results_root: Path) -> Iterator[dict[str, Any]]:

@@ -619,3 +619,145 @@ def test_fuzz_raw_config_dicts(reg, data: dict) -> None:
         return resolve_runs(raw, reg)
 
     _valid_or_config_error(go)
+
+
+# ------------------------------------------------------- tampered run directories, diverged runs ---
+
+def _interrupted_run(registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int):
+    """A smoke maml_oracle run that checkpointed, then "crashed" while writing its result."""
+    from dfml_bench import store
+    from dfml_bench.runner import Environment, execute_run, run_path
+
+    resolved = resolve(registry, "train.meta_iterations=2", "train.val_every=1", "eval.episodes=2",
+                       method="maml_oracle", seeds=[seed])[0]
+    env = Environment(tmp_path / "results", device="cpu", pool_dir=tmp_path / "pools")
+    real = store.atomic_write_json
+
+    def crash(path, obj):
+        if path.name == store.RESULT_FILE:
+            raise KeyboardInterrupt
+        real(path, obj)
+
+    monkeypatch.setattr(store, "atomic_write_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(resolved, registry, env)
+    monkeypatch.setattr(store, "atomic_write_json", real)
+    path = run_path(env, resolved)
+    assert (path / store.CHECKPOINT_FILE).exists() and not (path / store.RESULT_FILE).exists()
+    return resolved, env, path
+
+
+def test_a_checkpoint_copied_from_another_run_is_refused(registry, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from dfml_bench import store
+    from dfml_bench.config import run_id
+    from dfml_bench.runner import execute_run
+
+    a, _, a_path = _interrupted_run(registry, tmp_path, monkeypatch, seed=0)
+    b, env, b_path = _interrupted_run(registry, tmp_path, monkeypatch, seed=1)
+    shutil.copy(a_path / store.CHECKPOINT_FILE, b_path / store.CHECKPOINT_FILE)
+    metrics = (b_path / store.METRICS_FILE).read_bytes()
+    with pytest.raises(StoreError) as info:
+        execute_run(b, registry, env)
+    msg = str(info.value)
+    one_sentence(msg)
+    assert f"belongs to run {run_id(a)}, not to this run {run_id(b)}" in msg and "delete it" in msg, msg
+    assert (b_path / store.METRICS_FILE).read_bytes() == metrics  # nothing rewound by a foreign checkpoint
+    (b_path / store.CHECKPOINT_FILE).unlink()
+    assert execute_run(b, registry, env)["seed"] == 1
+
+
+def test_logs_are_cut_at_line_boundaries_only(tmp_path: Path) -> None:
+    from dfml_bench import store
+
+    (tmp_path / "metrics.jsonl").write_text('{"iteration": 0}\n{"iteration": 1}\n{"iteration": 2}\n')
+    (tmp_path / "metrics.csv").write_text("iteration\n0\n1\n")
+    store.rewind_logs(tmp_path, {"metrics.jsonl": len('{"iteration": 0}\n{"itera'), "metrics.csv": 3})
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"iteration": 0}\n'
+    assert (tmp_path / "metrics.csv").read_text() == ""
+
+
+NON_FINITE = """
+from dfml_bench import hookimpl
+from dfml_bench.interfaces import Method
+import torch
+
+class NanLoss(Method):
+    def train_step(self, it):
+        return {"loss": float("nan") if it == 1 else 1.0}
+
+class NanWeights(Method):
+    def train_step(self, it):
+        with torch.no_grad():
+            next(self.context.model.parameters()).fill_(float("inf"))
+        return {}
+
+@hookimpl
+def register_methods(register):
+    register("nan_loss", NanLoss, access="none", uses=("architecture",))
+    register("nan_weights", NanWeights, access="none", uses=("architecture",))
+"""
+
+
+@pytest.mark.parametrize("method, words", [("nan_loss", "'loss' became nan at meta-iteration 1"),
+                                           ("nan_weights", "weights hold NaN or infinite values")])
+def test_a_run_whose_training_goes_non_finite_is_a_failure_not_a_result(fake_plugin, tmp_path: Path,
+                                                                        method: str, words: str) -> None:
+    from dfml_bench import store
+
+    fake_plugin("nonfinite", NON_FINITE)
+    results = tmp_path / "res"
+    res = cli("run", "-m", method, "--profile", "smoke", "--device", "cpu", "--results", str(results),
+              "--pool-dir", str(tmp_path / "pools"), "--set", "train.meta_iterations=3", "--set", "train.val_every=2",
+              "--no-progress")
+    assert res.exit_code == 1, res.output
+    (path,) = (results / "runs").iterdir()
+    assert not (path / store.RESULT_FILE).exists()
+    error = json.loads((path / store.ERROR_FILE).read_text())["error"]
+    one_sentence(error)
+    assert words in error and "training diverged" in error, error
+    res = cli("compare", str(results))
+    assert res.exit_code == 0 and "FAILED" in res.output, res.output
+
+
+def test_malformed_results_and_logs_name_their_file(tmp_path: Path) -> None:
+    from dfml_bench import store
+    from dfml_bench.plots import val_curve
+
+    results = tmp_path / "res"
+    args = ["run", "-m", "random", "--profile", "smoke", "--device", "cpu", "--results", str(results),
+            "--pool-dir", str(tmp_path / "pools"), "--no-progress"]
+    assert cli(*args).exit_code == 0
+    path = next((results / "runs").iterdir())
+    result = json.loads((path / store.RESULT_FILE).read_text())
+    (path / store.METRICS_FILE).write_bytes(b'{"iteration": 0, "val_acc": 20.0, "queries": 0}\n\xff\xfe\x80\n')
+    assert val_curve(path) == [(0, 0.0, 20.0)]
+    for bad in ({**result, "accuracy": "high"}, [result], {**result, "accuracy": float("nan")}):
+        (path / store.RESULT_FILE).write_text(json.dumps(bad))
+        for command in (["compare", str(results)], args):
+            res = cli(*command)
+            msg = res.output.strip()
+            assert res.exit_code == 2 and str(path / store.RESULT_FILE) in msg.replace("\n", ""), msg
+            assert "malformed" in msg and "unexpected" not in msg and "Traceback" not in msg, msg
+    (path / store.RESULT_FILE).write_bytes(b"\xff\xfe{")
+    res = cli("compare", str(results))
+    assert res.exit_code == 2 and "unreadable" in res.output and "unexpected" not in res.output, res.output
+
+
+def test_a_cache_path_that_is_a_file_and_an_episode_that_does_not_fit_are_named(tmp_path: Path,
+                                                                                monkeypatch) -> None:
+    cache = tmp_path / "cache-file"
+    cache.write_text("")
+    base = ["run", "-m", "random", "--profile", "smoke", "--device", "cpu", "--results", str(tmp_path / "res"),
+            "--pool-dir", str(tmp_path / "pools"), "--no-progress"]
+    with monkeypatch.context() as m:
+        m.setenv("DFML_BENCH_CACHE", str(cache))
+        res = cli(*base)
+    assert "DFML_BENCH_CACHE" in res.output and "not a directory" in res.output, res.output
+    assert "NotADirectoryError" not in res.output
+    res = cli(*base, "--shots", "500")
+    assert res.exit_code == 1 and re.search(r"dataset 'glyphs-\w+', meta-(train|val) split: .*this split has 0",
+                                            res.output), res.output
+    res = cli(*base, "--set", "scenario.SS.datasets=[]")
+    assert "lists no dataset" in res.output and "SH or MH" not in res.output, res.output

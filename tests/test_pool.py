@@ -284,3 +284,23 @@ def test_negative_api_shift_is_a_config_error(registry, tmp_path) -> None:
     env = Environment(tmp_path, device="cpu", pool_dir=tmp_path / "pools", workers=1)
     with pytest.raises(ConfigError, match="api_shift"):
         build_scenario_by_name(registry, name, params, env, 0)
+
+
+def test_pool_build_verifies_a_cached_pool_and_says_how_to_rebuild(ss_pool, tmp_path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from dfml_bench.cli import main
+
+    _, _, root = ss_pool
+    copy = tmp_path / "pools" / root.name
+    shutil.copytree(root, copy)
+    args = ["pool", "build", "--scenario", "SS", "--profile", "smoke", "--pool-dir", str(tmp_path / "pools")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "pool ready" in res.output, res.output
+    target = copy / json.loads((copy / "manifest.json").read_text())["apis"][0]["file"]
+    target.write_bytes(target.read_bytes()[:-10])
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "pool ready" not in res.output, res.output
+    assert "does not match its checksum" in res.output and "pool build` again" in res.output, res.output

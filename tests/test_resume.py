@@ -78,6 +78,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> Non
     path = run_dir(killed)
     assert not (path / "result.json").exists()
     ckpt = torch.load(path / "checkpoint.pt", weights_only=True)
+    # queries the servers answered after the checkpoint: lost with the kill, but spent
+    lost = max(r["queries"] for r in jsonl(path / "metrics.jsonl")) - ckpt["ledger"]["total"]
     # the kill landed between checkpoints: records of iterations after the checkpoint exist
     assert max(logged_iterations(path / "metrics.jsonl")) >= ckpt["iteration"]
     assert ckpt["method"]["estimator"] and "rng" in ckpt  # estimator's generator and global RNGs saved
@@ -90,6 +92,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> Non
     got, want = (json.loads((d / "result.json").read_text()) for d in (path, ref))
     for key in VOLATILE:
         got.pop(key, None), want.pop(key, None)
+    # every attempt's queries are recorded beside the counted ones
+    assert want.pop("queries_spent") == want["queries"] and got.pop("queries_spent") >= got["queries"] + lost
     assert got == want  # accuracies, CIs, query counts, best iteration: exactly equal
     assert got["queries"] > 0 and got["meta_iterations"] == 8
     assert jsonl(path / "metrics.jsonl") == jsonl(ref / "metrics.jsonl")  # no record logged twice
@@ -97,6 +101,17 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> Non
     assert csv_rows(path / "metrics.csv") == csv_rows(ref / "metrics.csv")
     assert (path / "recovered.png").read_bytes() == (ref / "recovered.png").read_bytes()
     assert not (path / "checkpoint.pt").exists()
+
+
+def test_queries_spent_add_up_across_attempts(tmp_path: Path) -> None:
+    from dfml_bench import store
+
+    first = store.QuerySpend(tmp_path, 0)  # a fresh run
+    assert [first.update(n) for n in (0, 40, 120)] == [0, 40, 120]  # then killed: its checkpoint had 40
+    again = store.QuerySpend(tmp_path, 40)  # resumed from that checkpoint
+    assert again.update(40) == 120 and again.update(200) == 280  # 80 lost + 160 counted since
+    assert store.QuerySpend(tmp_path, 0).update(10) == 290  # a restart from scratch keeps counting
+    assert sorted(p.name for p in tmp_path.iterdir()) == [store.SPENT_FILE]  # hidden: never rewound
 
 
 def test_a_run_killed_before_its_first_checkpoint_restarts_with_clean_logs(tmp_path: Path) -> None:
