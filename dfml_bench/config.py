@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,7 @@ COMPONENT_SECTIONS: dict[str, str] = {
 ALIASES = {"meta": "meta_learner", "model": "architecture", "arch": "architecture"}
 MAX_VALUES = 100_000  # values in a config once YAML aliases are expanded
 MAX_DEPTH = 32        # nesting of a config's mappings and lists
+READS = ("data", "pool")  # what a method may read; its run key holds only those parts
 COUNT_MAX = 10**7     # iterations, episodes, steps: a count above this would run for days
 
 
@@ -344,12 +346,16 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
     for logger in top.loggers:
         registry.get("logger", logger)
     runs = []
+    fingerprints: dict[str, dict[str, str]] = {}
     for method in methods:
         m_name, m_params = component_params(raw, "method", registry, method)
         comp = registry.get("method", m_name)
         uses = tuple(comp.meta.get("uses", ("architecture", "meta_learner")))
+        reads = method_reads(comp)
         for scenario in scenarios:
             s_name, s_params = component_params(raw, "scenario", registry, scenario)
+            if s_name not in fingerprints:
+                fingerprints[s_name] = data_fingerprints(s_params, registry, top.data_root)
             base: dict[str, Any] = {
                 "version": __version__,
                 "profile": top.profile,
@@ -368,6 +374,10 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
                 base["components"] = named
             base.update(ways=top.ways, queries=top.queries, train=sections["train"], eval=sections["eval"],
                         budget=None if top.budget is None else int(top.budget))
+            if fingerprints[s_name]:  # real data under --data-root: which files (embedded data has none)
+                base["data"] = fingerprints[s_name]
+            if reads != READS:  # a method that never opens the pool: runs shared across scenarios
+                base["reads"] = list(reads)
             for shots in top.shots:
                 for seed in top.seeds:
                     run = copy.deepcopy(base)
@@ -413,10 +423,58 @@ def with_current_defaults(config: Mapping[str, Any], registry: Any) -> dict[str,
     return out
 
 
+def method_reads(comp: Any) -> tuple[str, ...]:
+    """What a method's registration says it reads (`reads=`): "data", "pool"; default both."""
+    reads = comp.meta.get("reads", READS)
+    reads = (reads,) if isinstance(reads, str) else tuple(reads)
+    if not reads or any(r not in READS for r in reads):
+        raise ConfigError(f"method '{comp.name}' declares reads={shown(reads, 60)}; use a tuple of "
+                          f"{', '.join(repr(r) for r in READS)} (or leave it out: it reads both).")
+    return tuple(r for r in READS if r in reads)
+
+
+def data_fingerprints(s_params: Any, registry: Any, data_root: str | None) -> dict[str, str]:
+    """Per dataset of a scenario whose registration declares a `fingerprint` function: an identity
+    of the files it reads under --data-root (so other data never reuses a finished run)."""
+    from dfml_bench.selection import parse_selection
+
+    out: dict[str, str] = {}
+    for spec in getattr(s_params, "datasets", None) or ():
+        name, values = parse_selection(str(spec))
+        comp = registry.get("dataset", name)
+        ref = comp.meta.get("fingerprint")
+        if ref is None:
+            continue
+        if isinstance(ref, str):
+            module, _, attr = ref.partition(":")
+            ref = getattr(importlib.import_module(module), attr)
+        fingerprint = ref(build_params(comp.params, values, f"dataset '{name}'"), data_root)
+        if fingerprint is not None:
+            out[str(spec)] = str(fingerprint)
+    return out
+
+
+def run_key(resolved: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a run's result depends on: the resolved config, less the scenario's pool settings (its
+    name, APIs, budget) for a method that reads only the data (`reads` without "pool")."""
+    reads = resolved.get("reads")
+    if reads is None or "pool" in reads:
+        return resolved
+    key = {k: v for k, v in resolved.items() if k not in ("scenario", "budget")}
+    key["scenario"] = {"datasets": (resolved.get("scenario") or {}).get("params", {}).get("datasets")}
+    return key
+
+
 def run_id(resolved: Mapping[str, Any]) -> str:
-    """Content hash of a resolved run config (stable key order), 16 hex characters."""
-    blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
+    """Content hash of a run's key (:func:`run_key`, stable key order), 16 hex characters."""
+    blob = json.dumps(run_key(resolved), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def scenario_label(resolved: Mapping[str, Any]) -> str:
+    """The scenario's name as tables show it (its `label` parameter, else its registered name)."""
+    scenario = resolved.get("scenario") or {}
+    return str((scenario.get("params") or {}).get("label") or scenario.get("name"))
 
 
 def run_label(resolved: Mapping[str, Any]) -> str:

@@ -44,7 +44,11 @@ def register_datasets(register: Any) -> None:
     """Register datasets: ``register(name, factory, params=..., help=...)``.
 
     The factory is called as ``factory(params, data_root, cache_dir)`` and returns a
-    :class:`dfml_bench.data.FewShotDataset`.
+    :class:`dfml_bench.data.FewShotDataset`. A dataset that reads files under ``data_root``
+    should declare ``fingerprint=`` (a callable or "module:attr") called as
+    ``fingerprint(params, data_root) -> str | None``: an identity of those files (names, sizes,
+    modification times; :func:`dfml_bench.store.tree_fingerprint`) that enters its runs' ids, so
+    that other data never reuses a finished run. Data made from the params alone needs none.
     """
 
 
@@ -62,7 +66,10 @@ def register_methods(register: Any) -> None:
 
     Metadata keywords: ``access`` ("none", "black", "white" or "real_data"),
     ``data_free`` (bool), ``queries`` (a short text: its default use of the query budget),
-    ``uses`` (component kinds it reads, e.g. ("architecture", "meta_learner")).
+    ``uses`` (component kinds it reads, e.g. ("architecture", "meta_learner")),
+    ``reads`` (what of a scenario it reads: ("data",) or ("data", "pool"), the default). A method
+    that declares ("data",) must never open the pool: its run id then leaves the pool's settings
+    out, so scenarios that share their datasets share its runs (each shows it in its cells).
     """
 
 

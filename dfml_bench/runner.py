@@ -21,9 +21,9 @@ import torch
 
 from dfml_bench import store
 from dfml_bench.apis import QueryBudgetExhausted, QueryLedger
-from dfml_bench.config import run_id, run_label
+from dfml_bench.config import run_id, run_label, scenario_label
 from dfml_bench.data import EpisodeSampler, Normalizer
-from dfml_bench.errors import ConfigError, DataError, DfmlError, StoreError
+from dfml_bench.errors import AccessError, ConfigError, DataError, DfmlError, StoreError
 from dfml_bench.evaluation import evaluate
 from dfml_bench.interfaces import (ACCESS_LEVELS, MethodContext, RunInfo, ScenarioContext, ScenarioData,
                                    TrainSettings)
@@ -129,12 +129,41 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
         raise StoreError(f"cannot create run directory '{path}' ({exc.strerror}); make the results directory "
                          "writable or pass another --results.") from None
     waiting = lambda: env.reporter.log(f"waiting for another process that is running {path.name}")  # noqa: E731
-    with store.exclusive_lock(path / store.LOCK_FILE, on_wait=waiting):
+    shared = "pool" not in resolved.get("reads", ("pool",))
+    # a run shared by scenarios (its method reads no pool) is locked by its id, whatever the directory
+    lock = path.parent.parent / ".locks" / f"{run_id(resolved)}.lock" if shared else path / store.LOCK_FILE
+    with store.exclusive_lock(lock, on_wait=waiting):
         done = store.read_result(path)  # finished by the process we waited for
         if done is not None:
             done["skipped"] = True
             return done
+        if shared:
+            reused = _reuse_shared(resolved, path)
+            if reused is not None:
+                return reused
         return _execute_locked(resolved, registry, env, path)
+
+
+def _reuse_shared(resolved: Mapping[str, Any], path: Path) -> dict[str, Any] | None:
+    """The result of the same run finished under another scenario's name (same id: the method
+    reads only the data, which the scenarios share), recorded in this scenario's directory too so
+    that every table shows it in this scenario's cells; None when there is none."""
+    for other in sorted(path.parent.glob(f"*-{run_id(resolved)}")):
+        if other == path:
+            continue
+        try:
+            done = store.read_result(other)
+        except StoreError:
+            continue  # a malformed copy: run it (again) here
+        if done is None:
+            continue
+        done = {k: v for k, v in done.items() if k not in ("skipped", "run_dir")}
+        done.update(scenario=scenario_label(resolved), reused_from=done.get("reused_from") or other.name)
+        store.write_config(path / store.CONFIG_FILE, resolved)
+        store.atomic_write_json(path / store.RESULT_FILE, done)
+        done["skipped"] = True
+        return done
+    return None
 
 
 def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Environment, path: Path) -> dict[str, Any]:
@@ -182,6 +211,9 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     pools: list[Any] = []
 
     def load_pool() -> Any:
+        if "pool" not in resolved.get("reads", ("pool",)):  # its run id leaves the pool's settings out
+            raise AccessError(f"method '{resolved['method']['name']}' declares reads={tuple(resolved['reads'])} "
+                              "but opened the API pool; add \"pool\" to its reads.")
         if not pools:
             pools.append(open_pool(scenario, registry, env, device))
         return pools[0]

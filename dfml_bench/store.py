@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,27 @@ class QuerySpend:
             except OSError as exc:
                 raise _unwritable(self.path, exc) from None
         return value
+
+
+def tree_fingerprint(paths: Iterable[Path], base: Path) -> str:
+    """16 hex characters identifying the files at `paths` (each a file or a directory, walked
+    recursively): their paths relative to `base`, sizes and modification times. Cheap (no file is
+    read), and it changes when a file is added, removed, replaced or rewritten."""
+    entries = []
+    for top in paths:
+        top = Path(top)
+        if top.is_file():
+            files = [top]
+        else:
+            files = [Path(d) / f for d, _, names in os.walk(top) for f in names]
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            entries.append((os.path.relpath(path, base), st.st_size, st.st_mtime_ns))
+    blob = json.dumps(sorted(entries), separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def run_dir(results_root: Path, label: str, run_hash: str) -> Path:

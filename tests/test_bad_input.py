@@ -761,3 +761,95 @@ def test_a_cache_path_that_is_a_file_and_an_episode_that_does_not_fit_are_named(
                                             res.output), res.output
     res = cli(*base, "--set", "scenario.SS.datasets=[]")
     assert "lists no dataset" in res.output and "SH or MH" not in res.output, res.output
+
+
+# ---------------------------------------------- run identity: the data read, and only what is read ---
+
+def test_other_data_under_data_root_never_reuses_a_finished_run(registry, tmp_path: Path) -> None:
+    from dfml_bench.config import run_id
+
+    def data_root(name: str, content: bytes) -> Path:
+        base = tmp_path / name / "cifar-100-python"
+        base.mkdir(parents=True)
+        for f in ("meta", "train", "test"):
+            (base / f).write_bytes(content)
+        return tmp_path / name
+
+    a, b = data_root("a", b"one"), data_root("b", b"other images")
+
+    def rid(root: Path | None, scenario: str = "SS") -> str:
+        (run,) = resolve(registry, "scenario.SS.datasets=[cifar_fs]", "shots=[1]", method="random",
+                         scenario=scenario, data_root=None if root is None else str(root))
+        return run_id(run)
+
+    first = rid(a)
+    assert rid(a) == first and rid(b) != first  # other images, same layout: another run
+    (a / "cifar-100-python" / "train").write_bytes(b"one, rewritten")
+    assert rid(a) != first  # the same directory with a file replaced: another run too
+    # the embedded glyphs read no --data-root: their runs (and ids) do not depend on it
+    glyphs = [resolve(registry, "shots=[1]", method="bidf_mkd", data_root=root)[0] for root in (None, str(a))]
+    assert "data" not in glyphs[0] and run_id(glyphs[0]) == run_id(glyphs[1])
+
+
+def test_a_method_that_reads_no_pool_runs_once_for_scenarios_that_share_their_data(registry, tmp_path: Path) -> None:
+    import hashlib
+
+    from dfml_bench import store
+    from dfml_bench.config import run_id
+
+    by = {s: resolve(registry, "shots=[1]", method="random,bidf_mkd", scenario=s) for s in ("SS", "SH", "MH")}
+    ids = {s: {r["method"]["name"]: run_id(r) for r in runs} for s, runs in by.items()}
+    assert ids["SS"]["random"] == ids["SH"]["random"] != ids["MH"]["random"]  # same data, other data
+    assert len({ids[s]["bidf_mkd"] for s in ids}) == 3  # a method that reads the pool: one run per scenario
+    for run in (by["SS"][1], by["SH"][1]):  # and its id is the plain content hash it always was
+        assert "reads" not in run
+        blob = json.dumps(run, sort_keys=True, separators=(",", ":"), default=str).encode()
+        assert run_id(run) == hashlib.sha256(blob).hexdigest()[:16]
+
+    results = tmp_path / "res"
+    base = ["run", "-m", "random", "--profile", "smoke", "--device", "cpu", "--results", str(results),
+            "--pool-dir", str(tmp_path / "pools"), "--shots", "1", "--no-progress"]
+    assert cli(*base, "--scenario", "SS").exit_code == 0
+    res = cli(*base, "--scenario", "SH")
+    assert res.exit_code == 0 and "already done" in res.output, res.output
+    ss, sh = (next((results / "runs").glob(f"random-{s}-*")) for s in ("SS", "SH"))
+    got = {p: json.loads((p / store.RESULT_FILE).read_text()) for p in (ss, sh)}
+    assert got[sh]["reused_from"] == ss.name and "reused_from" not in got[ss]
+    assert (got[ss]["scenario"], got[sh]["scenario"]) == ("SS", "SH")
+    assert got[sh]["accuracy"] == got[ss]["accuracy"] and got[sh]["run_id"] == got[ss]["run_id"]
+    assert not (sh / store.METRICS_FILE).exists()  # nothing ran in SH's directory
+    table = cli("compare", str(results), "--format", "csv").output
+    assert "SS" in table and "SH" in table and table.count(f"{got[ss]['accuracy']:.2f}") >= 2, table
+
+
+NO_POOL_LIAR = """
+from dfml_bench import hookimpl
+from dfml_bench.interfaces import Method
+
+class Liar(Method):
+    def __init__(self, params, context):
+        super().__init__(params, context)
+        context.apis()
+
+    def train_step(self, it):
+        return {}
+
+@hookimpl
+def register_methods(register):
+    register("liar", Liar, access="black", uses=("architecture",), reads=("data",))
+    register("confused", Liar, access="black", uses=("architecture",), reads=("pool", "weights"))
+"""
+
+
+def test_a_method_that_declares_no_pool_cannot_open_it(fake_plugin, tmp_path: Path) -> None:
+    from dfml_bench.errors import AccessError
+    from dfml_bench.plugins import load_registry
+    from dfml_bench.runner import Environment, execute_run
+
+    fake_plugin("liar", NO_POOL_LIAR)
+    registry = load_registry(strict=True)
+    run = resolve(registry, "shots=[1]", method="liar")[0]
+    with pytest.raises(AccessError, match="declares reads=\\('data',\\) but opened the API pool"):
+        execute_run(run, registry, Environment(tmp_path, device="cpu", pool_dir=tmp_path / "pools"))
+    with pytest.raises(ConfigError, match="method 'confused' declares reads="):
+        resolve(registry, method="confused")

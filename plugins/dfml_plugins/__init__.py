@@ -18,11 +18,14 @@ from dfml_plugins import params as P
 def register_datasets(register: Any) -> None:
     register("glyphs", "dfml_plugins.datasets.glyphs:build_glyphs", params=P.GlyphsParams,
              help="embedded characters rendered from matplotlib's fonts; three domains")
-    register("cifar_fs", "dfml_plugins.datasets.real:build_cifar_fs", params=P.CifarFSParams,
+    register("cifar_fs", "dfml_plugins.datasets.real:build_cifar_fs",
+             fingerprint="dfml_plugins.datasets.real:fingerprint_cifar_fs", params=P.CifarFSParams,
              help="CIFAR-FS from --data-root/cifar-100-python (Bertinetto et al. 64/16/20 split), 32 px")
-    register("mini_imagenet", "dfml_plugins.datasets.real:build_mini_imagenet", params=P.MiniImageNetParams,
+    register("mini_imagenet", "dfml_plugins.datasets.real:build_mini_imagenet",
+             fingerprint="dfml_plugins.datasets.real:fingerprint_mini_imagenet", params=P.MiniImageNetParams,
              help="MiniImageNet from --data-root/mini-imagenet/{train,val,test}.csv + images/ (Ravi split), 84 px")
-    register("cub", "dfml_plugins.datasets.real:build_cub", params=P.CUBParams,
+    register("cub", "dfml_plugins.datasets.real:build_cub",
+             fingerprint="dfml_plugins.datasets.real:fingerprint_cub", params=P.CUBParams,
              help="CUB-200-2011 from --data-root/CUB_200_2011/images (100/50/50 by index), 84 px")
 
 
@@ -69,21 +72,23 @@ def register_replay_strategies(register: Any) -> None:
 
 @hookimpl
 def register_methods(register: Any) -> None:
-    # Metadata of every method: `access` (none / black / white / real_data), `data_free`, and
+    # Metadata of every method: `access` (none / black / white / real_data), `data_free`,
     # `queries`, its default use of the query budget (K classes per API; q, iterations and
-    # per_class are the estimator's, recoverer's and method's parameters).
+    # per_class are the estimator's, recoverer's and method's parameters), and `reads` where a
+    # method never opens the pool (its runs are then shared by scenarios with the same data).
     zo = "per API task: 2 sets x (iterations x K*per_class x ({}) + K*per_class); replay tasks: none"
     register("random", "dfml_plugins.methods.random_init:RandomInit", params=None,
              help="randomly initialised meta model, only adapted at test time (a floor)",
-             access="none", data_free=True, queries="none", uses=("architecture",))
+             access="none", data_free=True, queries="none", uses=("architecture",), reads=("data",))
     register("maml_oracle", "dfml_plugins.methods.maml_oracle:MamlOracle", params=None,
              help="MAML on the REAL meta-train images: an upper bound, NOT data-free",
              access="real_data", data_free=False, queries="none (real images, no APIs)",
-             uses=("architecture", "meta_learner"))
+             uses=("architecture", "meta_learner"), reads=("data",))
     register("maml_oracle_proto", "dfml_plugins.methods.oracle_learner:OracleWithLearner",
              params=P.OracleLearnerParams,
              help="the oracle with a ProtoNet meta-learner (`learner` swaps it): upper bound, NOT data-free",
-             access="real_data", data_free=False, queries="none (real images, no APIs)", uses=("architecture",))
+             access="real_data", data_free=False, queries="none (real images, no APIs)", uses=("architecture",),
+             reads=("data",))
     bidf = "dfml_plugins.methods.bidf_mkd:BidfMkd"
     for name, params, access, text, queries in (
             ("bidf_mkd", P.BidfMkdParams, "black", "BiDf-MKD: zero-order inversion, bi-level KD, boundary queries, replay",

@@ -31,7 +31,7 @@ import os
 import pickle
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from PIL import Image
 
 from dfml_bench.data import SPLITS, FewShotDataset, ImageSplit
 from dfml_bench.errors import ConfigError, DataError
+from dfml_bench.store import tree_fingerprint
 from dfml_plugins.datasets.cifar_fs_split import CIFAR_FS_SPLIT
 from dfml_plugins.params import CifarFSParams, CUBParams, MiniImageNetParams
 
@@ -534,3 +535,36 @@ def _save_cache(path: Path, key: str, splits: dict[str, ImageSplit]) -> None:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+# -- data fingerprints: what identifies the files a dataset reads (they enter its runs' ids) --
+
+def _fingerprint(data_root: Path | str | None, files: Callable[[Path], list[Path]]) -> str | None:
+    """A fingerprint of the files under `data_root` a dataset reads, or None when they are missing
+    (the build then fails with its own clear error)."""
+    if data_root is None:
+        return None
+    root = Path(data_root).expanduser()
+    try:
+        return tree_fingerprint(files(root), root)
+    except (DataError, OSError):
+        return None
+
+
+def fingerprint_cifar_fs(params: CifarFSParams, data_root: Path | str | None) -> str | None:
+    """The CIFAR-100 pickles' names, sizes and modification times."""
+    return _fingerprint(data_root, lambda root: [_find_cifar_dir(root) / f for f in ("train", "test", "meta")])
+
+
+def fingerprint_mini_imagenet(params: MiniImageNetParams, data_root: Path | str | None) -> str | None:
+    """The split csv files and every image file's name, size and modification time."""
+    def files(root: Path) -> list[Path]:
+        base = _find_mini_dir(root)
+        return [base / f"{s}.csv" for s in SPLITS] + [base / "images"]
+
+    return _fingerprint(data_root, files)
+
+
+def fingerprint_cub(params: CUBParams, data_root: Path | str | None) -> str | None:
+    """Every image file's name, size and modification time."""
+    return _fingerprint(data_root, lambda root: [_find_cub_images(root)])
