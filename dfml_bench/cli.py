@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from dfml_bench import __version__
-from dfml_bench.errors import DfmlError, shown
+from dfml_bench.errors import DfmlError, bounded, shown
 
 DEFAULT_RESULTS = "runs"
 
@@ -52,8 +52,7 @@ class Cli(click.Group):
                 msg = str(exc)
             else:
                 msg = f"unexpected {type(exc).__name__}: {exc} (re-run with --debug for the traceback)"
-            if len(msg) > 600:  # values are quoted abbreviated; this bounds any other long text too
-                msg = msg[:400] + " ... " + msg[-150:]
+            msg = bounded(msg)  # values are quoted abbreviated; this bounds any other long text too
             from rich.markup import escape
 
             _stderr().print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)

@@ -45,6 +45,12 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def bounded(message: str, limit: int = 600) -> str:
+    """`message` shortened in its middle to at most about `limit` characters (keeping its end,
+    where the fix is named): a last guard for text that was not quoted with :func:`shown`."""
+    return message if len(message) <= limit else message[:limit - 200] + " ... " + message[-150:]
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """Return ' Did you mean X?' for the closest option, or a list of valid options."""
     options = sorted(set(options))

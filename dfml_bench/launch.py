@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dfml_bench import store
-from dfml_bench.errors import ConfigError, DfmlError
+from dfml_bench.errors import ConfigError, DfmlError, bounded
 
 _WORKER_REGISTRY: Any = None
 
@@ -177,7 +177,7 @@ def cpu_count() -> int:
 def failure_record(job: Job, exc: BaseException, registry: Any = None, seconds: float | None = None) -> dict[str, Any]:
     """The ``error.json`` record of a failed run: what failed, why, and what `compare` needs."""
     c = job.config
-    error = str(exc) if isinstance(exc, DfmlError) else f"{type(exc).__name__}: {exc}"
+    error = bounded(str(exc) if isinstance(exc, DfmlError) else f"{type(exc).__name__}: {exc}")
     record: dict[str, Any] = {
         "status": "failed", "method": c["method"]["name"],
         "scenario": c["scenario"].get("params", {}).get("label") or c["scenario"]["name"],

@@ -370,9 +370,11 @@ class NonFiniteTraining(DfmlError):
 
 
 def _check_finite(record: Mapping[str, Any], it: int) -> None:
-    """Stop a run whose training loss (or another reported number) is no longer finite."""
-    for key, value in record.items():
-        if isinstance(value, float) and not math.isfinite(value):
+    """Stop a run whose training loss is no longer finite (other records, e.g. a recoverer's loss
+    that a noise recoverer reports as NaN, are the method's own business)."""
+    for key in ("loss",):
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not math.isfinite(value):
             raise NonFiniteTraining(f"training diverged: '{key}' became {value} at meta-iteration {it}; no result "
                                     "is recorded. Lower the learning rates (train.meta_lr, the method's own) or "
                                     "check the data, then delete this run directory to re-run it.")
