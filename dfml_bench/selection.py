@@ -22,5 +22,9 @@ def parse_selection(text: str) -> tuple[str, dict[str, Any]]:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"'{item}' in '{text}' needs the form key=value.")
-        params[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            params[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"'{item}' in '{text}' has a value that is not a plain scalar; quote it "
+                              "or use a number, a word or true/false.") from None
     return name.strip(), params
