@@ -370,3 +370,35 @@ def test_a_variant_runs_exactly_as_its_base_with_its_changes_set(registry, tmp_p
     assert records(tmp_path / "variant") == records(tmp_path / "base")
     assert 0.0 in [r.get("api_task") for r in records(tmp_path / "base")]  # replay of kept API tasks ran
     assert variant["accuracy"] == base["accuracy"] and variant["queries"] == base["queries"]
+
+
+def test_a_run_replaying_kept_api_tasks_resumes_to_the_uninterrupted_result(registry, tmp_path, monkeypatch) -> None:
+    """The api_tasks strategy's kept tasks go into the checkpoint: a run that dies after it resumes exactly."""
+    from dfml_bench import runner
+    from dfml_bench.evaluation import evaluate
+
+    sets = ("train.meta_iterations=8", "train.val_every=3", "train.log_every=1")
+    whole = run(registry, tmp_path / "whole", "bidf_mkd_plus_no_filter", *sets)
+    calls = []
+
+    def dies_at_the_third_validation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # iteration 6; the checkpoint holds iterations 0-3 and the tasks kept by then
+            raise RuntimeError("killed")
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", dies_at_the_third_validation)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(registry, tmp_path / "cut", "bidf_mkd_plus_no_filter", *sets)
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    resumed = run(registry, tmp_path / "cut", "bidf_mkd_plus_no_filter", *sets)
+
+    def records(root: Path) -> list[dict]:
+        (run_dir,) = (root / "results" / "runs").iterdir()
+        return [{k: v for k, v in json.loads(line).items() if k != "wall_time"}
+                for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    kinds = [r["api_task"] for r in records(tmp_path / "whole") if "api_task" in r]
+    assert 0.0 in kinds[4:]  # replay after the checkpoint draws from the restored kept tasks
+    assert records(tmp_path / "cut") == records(tmp_path / "whole")
+    assert resumed["accuracy"] == whole["accuracy"] and resumed["queries"] == whole["queries"]
