@@ -160,7 +160,8 @@ def test_purer_permute_draws_each_episodes_class_to_output_map(registry, permute
     for _ in range(8):
         task = purer._episode(images, norm)
         # each image's API class (its index // per_class) -> the label the episode gives it
-        classes = (norm.mean[0, 0, 0, 0] + norm.std[0, 0, 0, 0] * task.support_x[:, 0, 0, 0]).mul(100).round().long() // 4
+        pixel = norm.mean[0, 0, 0, 0] + norm.std[0, 0, 0, 0] * task.support_x[:, 0, 0, 0]  # back to [0, 1]
+        classes = pixel.mul(100).round().long() // 4
         label = dict(zip(classes.tolist(), task.support_y.tolist()))
         assert sorted(label.values()) == list(range(WAYS))  # a one-to-one map of the API's classes to outputs
         maps.add(tuple(label[c] for c in range(WAYS)))

@@ -154,7 +154,7 @@ class KDParams:
 @dataclass
 class TaskMemoryParams:
     capacity_per_class: int = param(600, "images kept per global class (a ring: 20 batches of 30 in the paper)", min=1)
-    remember: str = param("all", "recovered images that enter the memory: all (PROTOCOL.md) or agreed (those the "
+    remember: str = param("all", "recovered images that enter the memory: all (docs/protocol.md) or agreed (those the "
                           "API labels as their target, from the outputs already queried)", choices=("all", "agreed"))
 
 
@@ -181,7 +181,7 @@ class BidfMkdParams:
     api_learner: str = param("kd", "meta-learner of API tasks (bi-level KD)", component="meta_learner")
     replay_learner: str = param("maml", "meta-learner of replay tasks drawn as labelled images (MAML, "
                                 "cross-entropy on the recovery labels)", component="meta_learner")
-    replay: str = param("task_memory", "replay strategy (`dfml-bench list replay`): task_memory (PROTOCOL.md), "
+    replay: str = param("task_memory", "replay strategy (`dfml-bench list replay`): task_memory (docs/protocol.md), "
                         "api_tasks or none; name[key=value,...] changes its settings for this method only",
                         component="replay")
     per_class: int = param(30, "images recovered per class, for the support set and again for the query set",
@@ -193,7 +193,7 @@ class BidfMkdParams:
     first_order: bool = param(False, "first-order inner loops of API and replay tasks (the one switch: the "
                               "learners' own first_order is replaced by it)")
     permute: bool = param(False, "each API task maps the API's classes onto the model's outputs in a random order "
-                          "(not in PROTOCOL.md, whose API tasks keep the API's order: a few APIs then give a few "
+                          "(not in docs/protocol.md, whose API tasks keep the API's order: a few APIs then give a few "
                           "fixed label maps the meta model can memorise instead of adapting)")
 
 
@@ -245,7 +245,7 @@ def variant_table(root: type, variants: list[Variant]) -> dict[str, type]:
 _ZO = "per API task: 2 sets x (iterations x K*per_class x ({}) + K*per_class); replay tasks: none"
 _PLUS = "this suite's variant, not the paper's"
 BIDF_MKD_VARIANTS = [
-    Variant("bidf_mkd", None, "BiDf-MKD (PROTOCOL.md): zero-order inversion, bi-level KD, boundary queries, "
+    Variant("bidf_mkd", None, "BiDf-MKD (docs/protocol.md): zero-order inversion, bi-level KD, boundary queries, "
             "task-memory replay of tasks mixed across APIs, patience schedule", queries=_ZO.format("q+1")),
     Variant("bidf_mkd_fo", "bidf_mkd", "BiDf-MKD with first-order inner loops", {"first_order": True}),
     Variant("bidf_mkd_wb", "bidf_mkd", "BiDf-MKD with true gradients (white-box DFML reference)",
@@ -265,7 +265,7 @@ BIDF_MKD_VARIANTS = [
             "tasks whose support the API recognises)", {"permute": True, "replay": "api_tasks"}),
     Variant("bidf_mkd_plus_no_permute", "bidf_mkd_plus", f"ablation of bidf_mkd_plus ({_PLUS}): the API's class "
             "order", {"permute": False}),
-    Variant("bidf_mkd_plus_memory_replay", "bidf_mkd_plus", f"ablation of bidf_mkd_plus ({_PLUS}): PROTOCOL.md's "
+    Variant("bidf_mkd_plus_memory_replay", "bidf_mkd_plus", f"ablation of bidf_mkd_plus ({_PLUS}): docs/protocol.md's "
             "task-memory replay", {"replay": "task_memory"}),
     Variant("bidf_mkd_plus_no_filter", "bidf_mkd_plus", f"ablation of bidf_mkd_plus ({_PLUS}): every API task "
             "kept for replay", {"replay": "api_tasks[keep_agreement=0]"}),

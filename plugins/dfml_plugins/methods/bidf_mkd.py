@@ -7,11 +7,11 @@ One meta-iteration is either a batch of API tasks or a batch of replay tasks:
   the meta model by KD on it (inner level), recover a query set (with the boundary term against
   the adapted model once `boundary_start` is reached), and take KD on the query set as the
   outer loss. The replay strategy then keeps what it replays of the task. With `permute` (not
-  in PROTOCOL.md) the API's classes take a random order over the meta model's outputs in each
+  in docs/protocol.md) the API's classes take a random order over the meta model's outputs in each
   task, as MAML shuffles labels, so that the few APIs of a pool do not become a few fixed tasks
   whose label maps the meta model can memorise instead of adapting.
 * replay task: drawn by the replay strategy without queries: labelled images (`task_memory`,
-  PROTOCOL.md: classes mixed across APIs, trained by the replay learner on the recovery
+  docs/protocol.md: classes mixed across APIs, trained by the replay learner on the recovery
   labels) or a kept API task with its cached API outputs (`api_tasks`: bi-level KD again).
 
 The schedule (PROTOCOL.md section 8): the first meta-iteration is an API one; then replay until
@@ -73,7 +73,8 @@ class BidfMkd(Method):
         self.last_images: torch.Tensor | None = None
 
     # -- schedule ---------------------------------------------------------------------------
-    def _is_api_iteration(self) -> bool:
+    def _is_api_iteration(self, iteration: int) -> bool:
+        """Whether meta-iteration `iteration` is an API one: by the schedule, or for want of replay tasks."""
         return self.api_next or not self.replay.ready(self.context.ways)
 
     def _update_schedule(self, was_api: bool, train_acc: float) -> None:
@@ -155,7 +156,7 @@ class BidfMkd(Method):
         ctx = self.context
         ctx.model.train()
         params = dict(ctx.model.named_parameters())
-        was_api = self._is_api_iteration()
+        was_api = self._is_api_iteration(iteration)
         losses, stats = [], []
         for _ in range(ctx.train.meta_batch_size):
             loss, st = self._api_task(iteration, params) if was_api else self._replay_task(params)

@@ -1,4 +1,4 @@
-"""Replay of kept API tasks (not in PROTOCOL.md): bi-level KD again on a recent API task.
+"""Replay of kept API tasks (not in docs/protocol.md): bi-level KD again on a recent API task.
 
 The strategy keeps the last `keep` API tasks whose support set the API labels as their
 targets at least `keep_agreement` % of the time (from the outputs already queried), as uint8
