@@ -32,6 +32,7 @@ import yaml
 from dfml_bench import __version__
 from dfml_bench.errors import ConfigError, did_you_mean, shown
 from dfml_bench.params import as_dict, build_params, component_fields, describe, param
+from dfml_bench.selection import parse_selection
 
 PROFILES = ("smoke", "quick", "paper")
 DEFAULT_PROFILE = "quick"
@@ -74,6 +75,8 @@ class TrainSettings:
     val_episodes: int = param(100, "episodes per validation (the best validation picks the model)", min=1,
                               max=COUNT_MAX)
     log_every: int = param(25, "write a metrics record every this many meta-iterations", min=1, max=COUNT_MAX)
+    early_stop: int = param(0, "stop after this many validations without a new best meta-val accuracy "
+                            "(0: off; meta_iterations is then a cap)", min=0, max=COUNT_MAX)
 
 
 @dataclasses.dataclass
@@ -306,7 +309,8 @@ def component_params(raw: Mapping[str, Any], kind: str, registry: Any,
     if not name:
         raise ConfigError(f"no {kind.replace('_', ' ')} selected; set '{kind}.name' or pass --{kind.replace('_', '-')}.")
     names = set(registry.names(COMPONENT_SECTIONS[kind]))
-    comp = registry.get(COMPONENT_SECTIONS[kind], str(name))
+    name, inline = parse_selection(str(name))  # name[key=value,...]: settings for this use only
+    comp = registry.get(COMPONENT_SECTIONS[kind], name)
     flat: dict[str, Any] = {}
     for key, value in section.items():
         if key == "name" or key == comp.name:
@@ -320,8 +324,22 @@ def component_params(raw: Mapping[str, Any], kind: str, registry: Any,
     named = section.get(comp.name) or {}
     if not isinstance(named, Mapping):
         raise ConfigError(f"'{kind}.{comp.name}' must be a mapping of {comp.name}'s parameters.")
-    values = {**named, **flat}
+    values = {**_inherited(section, kind, registry, comp), **named, **flat, **inline}
     return comp.name, build_params(comp.params, values, f"{kind} '{comp.name}'")
+
+
+def _inherited(section: Mapping[str, Any], kind: str, registry: Any, comp: Any, depth: int = 0) -> dict[str, Any]:
+    """What a variant takes from its base's configuration (a component registered with
+    ``base=NAME``): the base's configured values, itself following its own base, for every
+    setting whose default the variant does not change."""
+    base_name = comp.meta.get("base")
+    if not base_name or depth > 8:
+        return {}
+    base = registry.get(COMPONENT_SECTIONS[kind], base_name)
+    configured = {**_inherited(section, kind, registry, base, depth + 1), **(section.get(base.name) or {})}
+    mine = {p.name: p.default for p in describe(comp.params)}
+    theirs = {p.name: p.default for p in describe(base.params)}
+    return {k: v for k, v in configured.items() if k in mine and k in theirs and mine[k] == theirs[k]}
 
 
 def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
@@ -334,7 +352,10 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
     for name, cls in SECTIONS.items():
         if raw.get(name) is not None and not isinstance(raw.get(name), Mapping):
             raise ConfigError(f"'{name}' must be a mapping of settings.")
-    sections = {name: as_dict(build_params(cls, raw.get(name) or {}, name)) for name, cls in SECTIONS.items()}
+    per_method = _per_method(raw.get("train") or {}, registry)
+    sections = {name: as_dict(build_params(cls, {k: v for k, v in (raw.get(name) or {}).items()
+                                                 if name != "train" or k not in per_method}, name))
+                for name, cls in SECTIONS.items()}
     if top.ways < 2 or top.queries < 1 or any(s < 1 for s in top.shots):
         raise ConfigError("ways must be >= 2, queries >= 1 and every shot >= 1.")
     if top.budget is not None and top.budget < 0:
@@ -372,7 +393,8 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
                 named.setdefault(kind, {})[name] = as_dict(c_params)
             if named:
                 base["components"] = named
-            base.update(ways=top.ways, queries=top.queries, train=sections["train"], eval=sections["eval"],
+            base.update(ways=top.ways, queries=top.queries, train=_train_of(m_name, sections["train"], per_method),
+                        eval=sections["eval"],
                         budget=None if top.budget is None else int(top.budget))
             if fingerprints[s_name]:  # real data under --data-root: which files (embedded data has none)
                 base["data"] = fingerprints[s_name]
@@ -384,6 +406,31 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
                     run.update(shots=shots, seed=seed)
                     runs.append(run)
     return runs
+
+
+def _per_method(train: Mapping[str, Any], registry: Any) -> dict[str, Mapping[str, Any]]:
+    """The `train` section's per-method blocks (`train: {maml_oracle: {meta_iterations: 2000}}`):
+    mapping-valued keys that are not train settings, each naming a registered method."""
+    fields = {f.name for f in dataclasses.fields(TrainSettings)}
+    blocks = {k: v for k, v in train.items() if isinstance(v, Mapping) and k not in fields}
+    for name in blocks:
+        if name not in registry.names("method"):
+            raise ConfigError(f"train.{name} is neither a train setting nor a method; a mapping in 'train' sets "
+                              "one method's train settings (e.g. train.maml_oracle.meta_iterations)."
+                              + did_you_mean(name, set(registry.names("method")) | fields))
+        build_params(TrainSettings, blocks[name], f"train.{name}")
+    return blocks
+
+
+def _train_of(method: str, shared: Mapping[str, Any], per_method: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A method's train settings: the shared ones under its own block. `early_stop` is recorded
+    only when on, so runs without it keep the run ids they had before the setting existed."""
+    train = dict(shared)
+    if method in per_method:
+        train = as_dict(build_params(TrainSettings, {**shared, **per_method[method]}, f"train.{method}"))
+    if not train.get("early_stop"):
+        train.pop("early_stop", None)
+    return train
 
 
 def _names(raw: Mapping[str, Any], kind: str) -> list[str]:
@@ -406,7 +453,7 @@ def with_current_defaults(config: Mapping[str, Any], registry: Any) -> dict[str,
         if not isinstance(params, dict) or not isinstance(name, str):
             return
         try:
-            comp = registry.get(kind, name)
+            comp = registry.get(kind, parse_selection(name)[0])
         except ConfigError:
             return
         for info in describe(comp.params):

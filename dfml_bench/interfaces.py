@@ -108,28 +108,50 @@ class DataRecoverer(abc.ABC):
 
 
 @dataclasses.dataclass
+class ApiTask:
+    """One API task as a method recovered it: what a replay strategy may keep for replay."""
+
+    classes: tuple[int, ...]        # the API's global class ids, in its output order
+    domain: int                     # index of the API's dataset in the scenario's datasets
+    support: RecoveredSet
+    support_targets: torch.Tensor   # the API's probabilities on the support images [N, ways], API order
+    query: RecoveredSet
+    query_targets: torch.Tensor     # the same on the query images
+
+
+@dataclasses.dataclass
 class ReplayDraw:
-    """A replay task as stored: per class (in label order) uint8 support / query images and its domain."""
+    """A replay task: uint8 support / query images in chunks, with each chunk's dataset index.
+
+    Without targets, chunk i holds the images of the task's class i (trained on those labels).
+    With targets (teacher probabilities per image, columns in the model's output order) the
+    task is distilled from them instead.
+    """
 
     support: list[torch.Tensor]
     query: list[torch.Tensor]
     domains: list[int]
+    support_targets: torch.Tensor | None = None
+    query_targets: torch.Tensor | None = None
 
 
 class ReplayStrategy(abc.ABC):
-    """Memory of recovered images by global class id, sampled into replay tasks."""
+    """What a method keeps of its API tasks, and the replay tasks it draws from that (no queries)."""
 
     @abc.abstractmethod
-    def add(self, images: torch.Tensor, classes: torch.Tensor, domain: int) -> None:
-        """Store [0,1] images with their global class ids; `domain` indexes the scenario's datasets."""
+    def observe(self, task: ApiTask) -> None:
+        """Keep what this strategy replays of a finished API task."""
 
     @abc.abstractmethod
-    def can_sample(self, ways: int) -> bool:
-        """Whether a `ways`-way task can be drawn now."""
+    def ready(self, ways: int) -> bool:
+        """Whether a `ways`-way replay task can be drawn now."""
 
     @abc.abstractmethod
-    def sample(self, ways: int, shots: int, queries: int, generator: torch.Generator) -> ReplayDraw:
-        """Draw `ways` stored classes with `shots` + `queries` images each."""
+    def draw(self, ways: int, shots: int, queries: int, generator: torch.Generator,
+             class_order: Callable[[], torch.Tensor]) -> ReplayDraw:
+        """Draw a replay task. A strategy that replays stored API tasks calls `class_order()` once
+        per draw for the order of the API's classes over the model's outputs (output j <- class
+        order[j]), so that replayed tasks follow the method's labelling of API tasks."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -181,6 +203,7 @@ class TrainSettings:
     val_every: int
     val_episodes: int
     log_every: int
+    early_stop: int = 0  # validations without a new best before training stops (0: off)
 
 
 @dataclasses.dataclass

@@ -30,6 +30,7 @@ from dfml_bench.interfaces import (ACCESS_LEVELS, MethodContext, RunInfo, Scenar
 from dfml_bench.plugins import Registry
 from dfml_bench.progress import Reporter
 from dfml_bench.seeding import derive_seed
+from dfml_bench.selection import parse_selection
 
 
 @dataclasses.dataclass
@@ -229,7 +230,7 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         if values is None:
             raise ConfigError(f"{kind} '{name}' was not declared by method '{resolved['method']['name']}'; "
                               f"declare it with param(..., component='{kind}') in the method's params.")
-        comp = registry.get(kind, name)
+        comp = registry.get(kind, parse_selection(name)[0])  # name[key=value,...]: values resolved with them
         params = _params(comp, values)
         if kind == "estimator":
             return comp.load()(params, derive_seed("estimator", seed, name))
@@ -275,7 +276,7 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     spent = store.QuerySpend(path, ledger.total)
 
     iterations = train.meta_iterations if method.trains else 0
-    stopped = None
+    stopped, early = None, False
     with reporter.task(f"train {m_comp.name}", iterations - start) as advance:
         for it in range(start, iterations + 1):
             record: dict[str, Any] = {}
@@ -298,12 +299,17 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
                     best_val, best_iter = val, it
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 events.emit("on_evaluation", split="val", result={"iteration": it, "accuracy": val})
+                # validations since the best one, from the iterations alone (so a resumed run agrees)
+                stale = it // max(train.val_every, 1) - best_iter // max(train.val_every, 1)
+                if train.early_stop and stopped is None and it < iterations and stale >= train.early_stop:
+                    stopped, early = f"early stop: no new best meta-val accuracy in {stale} validations", True
+                    reporter.log(f"stopping at meta-iteration {it}: {stopped}")
             if is_val or it % max(train.log_every, 1) == 0:
                 record.update(iteration=it, wall_time=time.perf_counter() - t0)
                 store.append_jsonl(metrics_path, record)
                 events.emit("on_metrics", record=record)
             if stopped is not None:
-                iterations = it
+                iterations = it + 1 if early else it  # meta-iterations done (a budget stop fails at `it`)
                 break
             if is_val and it < iterations:
                 buf = io.BytesIO()  # written atomically: a crash mid-save never leaves a torn checkpoint

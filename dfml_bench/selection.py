@@ -25,5 +25,6 @@ def parse_selection(text: str) -> tuple[str, dict[str, Any]]:
         try:
             params[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
-            raise ConfigError(f"{shown(item, 80)} in {shown(text, 100)} is not a valid value; quote it.") from None
+            raise ConfigError(f"{shown(item, 80)} in {shown(text, 100)} has a value that is not a plain scalar; quote it "
+                              "or use a number, a word or true/false.") from None
     return name.strip(), params

@@ -92,7 +92,11 @@ BAD_SETS = [
     ("meta_learner.kd.temperature=0", "bidf_mkd", ["temperature", "> 0"]),
     ("method.per_class=0", "bidf_mkd", ["per_class", ">= 1"]),
     ("method.patience=0", "bidf_mkd", ["patience", ">= 1"]),
-    ("method.schedule=sometimes", "bidf_mkd", ["schedule", "one of"]),
+    ("replay.task_memory.remember=sometimes", "bidf_mkd", ["remember", "one of"]),
+    ("method.replay=api_tasks[keep_agreement=120]", "bidf_mkd", ["api_tasks", "keep_agreement", "between 0 and 100"]),
+    ("method.replay=api_tasks[keep_agreement=80", "bidf_mkd", ["close the bracket"]),
+    ("train.maml_oracel.meta_iterations=3", "random", ["maml_oracel", "Did you mean 'maml_oracle'"]),
+    ("train.maml_oracle.early_stop=-1", "random", ["train.maml_oracle.early_stop", ">= 0"]),
     ("replay.task_memory.capacity_per_class=0", "bidf_mkd", ["capacity_per_class", ">= 1"]),
     ("scenario.apis_per_cell=0", "random", ["apis_per_cell", ">= 1"]),
     ("scenario.classes_per_api=1", "random", ["classes_per_api", ">= 2"]),
@@ -519,7 +523,7 @@ KNOWN_KEYS = ["ways", "shots", "queries", "seeds", "budget", "workers", "device"
               "estimator", "recoverer", "replay", "launcher", "name", "meta_iterations", "meta_batch_size",
               "meta_lr", "episodes", "steps", "lr", "seed", "inner_steps", "inner_lr", "first_order", "q", "mu",
               "width", "maml", "kd", "zo_forward", "bidf_mkd", "SS", "MH", "random", "maml_oracle",
-              "apis_per_cell", "datasets", "architectures", "per_class", "schedule", "output", "conv4"]
+              "apis_per_cell", "datasets", "architectures", "per_class", "early_stop", "output", "conv4"]
 keys = st.one_of(st.sampled_from(KNOWN_KEYS), st.text(min_size=1, max_size=8), st.text(min_size=300, max_size=400))
 huge_ints = st.one_of(st.integers(-10**40, 10**40), st.sampled_from([2**53 + 1, 2**63 - 1, 2**63, 2**64, -2**63 - 1,
                                                                      10**99]))

@@ -22,6 +22,7 @@ from dfml_bench.errors import AccessError
 from dfml_bench.images import to_uint8
 from dfml_bench.interfaces import ACCESS_LEVELS, MethodContext, ScenarioData, TrainSettings
 from dfml_bench.params import build_params
+from dfml_bench.selection import parse_selection
 from dfml_plugins.meta_learners.kd import BilevelKD, kd_loss
 from dfml_plugins.meta_learners.maml import MAML
 from dfml_plugins.meta_learners.protonet import ProtoNet
@@ -82,8 +83,9 @@ def tiny_context(registry, access: str, overrides: dict[tuple[str, str], dict[st
     overrides = overrides or {}
 
     def build_component(kind: str, name: str | None = None, over: dict | None = None) -> Any:
+        name, inline = parse_selection(name or "")
         comp = registry.get(kind, name)
-        params = build_params(comp.params, {**overrides.get((kind, name), {}), **(over or {})}, name)
+        params = build_params(comp.params, {**overrides.get((kind, name), {}), **inline, **(over or {})}, name)
         return comp.load()(params, 0) if kind == "estimator" else comp.load()(params)
 
     scenario = ScenarioData("tiny", [_Dataset()], pool_spec=None, access="white")
@@ -148,6 +150,24 @@ def test_purer_curriculum_gives_the_inversion_an_adapted_student_from_its_start(
     assert seen == [False, False, True, True]
 
 
+@pytest.mark.parametrize("permute", [False, True])
+def test_purer_permute_draws_each_episodes_class_to_output_map(registry, permute) -> None:
+    purer = build_method(registry, "purer", "white", {"per_class": 4, "curriculum": False, "permute": permute},
+                         apis=1)
+    images = torch.arange(WAYS * 4, dtype=torch.float).view(-1, 1, 1, 1).expand(-1, 3, SIZE, SIZE) / 100
+    norm = purer.context.normalizers[0]
+    maps = set()
+    for _ in range(8):
+        task = purer._episode(images, norm)
+        # each image's API class (its index // per_class) -> the label the episode gives it
+        pixel = norm.mean[0, 0, 0, 0] + norm.std[0, 0, 0, 0] * task.support_x[:, 0, 0, 0]  # back to [0, 1]
+        classes = pixel.mul(100).round().long() // 4
+        label = dict(zip(classes.tolist(), task.support_y.tolist()))
+        assert sorted(label.values()) == list(range(WAYS))  # a one-to-one map of the API's classes to outputs
+        maps.add(tuple(label[c] for c in range(WAYS)))
+    assert (maps == {tuple(range(WAYS))}) != permute  # fixed API order, or drawn per episode
+
+
 def test_deepinversion_skips_bn_term_once_for_apis_without_batchnorm_and_refuses_black_box() -> None:
     pool, ledger = TinyPool(2, batchnorm=False), QueryLedger()
     rec = DeepInversionRecoverer(DeepInversionParams())
@@ -199,11 +219,15 @@ def test_first_order_variants_build_no_second_order_graph(registry, create_graph
         assert flags and any(flags) == expect_second, (variant, flags)
 
 
-@pytest.mark.parametrize("replay_tasks", ["api", "memory"])
-def test_replay_first_order_drops_second_order_terms_of_replay_tasks_only(registry, create_graph_flags,
-                                                                          replay_tasks) -> None:
+@pytest.mark.parametrize("replay", ["task_memory", "api_tasks[keep_agreement=0]"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_first_order_is_one_switch_for_api_and_replay_tasks(registry, create_graph_flags, monkeypatch, replay,
+                                                            first_order) -> None:
     flags = create_graph_flags
-    params = {"per_class": 2, "boundary": False, "replay_tasks": replay_tasks, "replay_first_order": True}
+    # the learners' own first_order says the opposite: the method's setting replaces it
+    monkeypatch.setitem(SMALL, ("meta_learner", "maml"), {"inner_steps": 1, "first_order": not first_order})
+    monkeypatch.setitem(SMALL, ("meta_learner", "kd"), {"inner_steps": 1, "first_order": not first_order})
+    params = {"per_class": 2, "boundary": False, "replay": replay, "first_order": first_order}
     method = build_method(registry, "bidf_mkd", "black", params, apis=1)
     seen = {}
     for it in range(2):
@@ -211,13 +235,13 @@ def test_replay_first_order_drops_second_order_terms_of_replay_tasks_only(regist
         kind = method.train_step(it)["api_task"]
         seen[kind] = list(flags)
     assert set(seen) == {0.0, 1.0}, "expected one API and one replay meta-iteration"
-    assert seen[1.0] and all(seen[1.0])  # API tasks stay second order
-    assert seen[0.0] and not any(seen[0.0])  # replay tasks are first order
+    for kind in seen:
+        assert seen[kind] and all(flag == (not first_order) for flag in seen[kind]), (kind, seen)
 
 
 def test_keep_agreement_keeps_for_replay_only_api_tasks_whose_support_the_api_recognises(registry) -> None:
-    method = build_method(registry, "bidf_mkd", "black", {"per_class": 1, "boundary": False, "replay_tasks": "api",
-                                                          "keep_agreement": 50.0}, apis=1)
+    method = build_method(registry, "bidf_mkd_plus", "black", {"per_class": 1, "boundary": False,
+                                                               "replay": "api_tasks[keep_agreement=50]"}, apis=1)
     recover, calls = method.recoverer.recover, []
 
     def with_agreement(*args, **kwargs):  # support sets alternate between 100 % and 20 % agreement
@@ -229,18 +253,19 @@ def test_keep_agreement_keeps_for_replay_only_api_tasks_whose_support_the_api_re
 
     method.recoverer.recover = with_agreement
     method.train_step(0)  # one API meta-iteration: meta_batch_size tasks
-    tasks = len(calls) // 2
-    assert tasks >= 2 and len(method.kept) == (tasks + 1) // 2  # the 100 % ones; query agreement is ignored
+    tasks, kept = len(calls) // 2, method.replay.kept
+    assert tasks >= 2 and len(kept) == (tasks + 1) // 2  # the 100 % ones; query agreement is ignored
     kept_support = [calls[2 * t].images for t in range(0, tasks, 2)]
-    assert all(torch.equal(k.support, to_uint8(x)) for k, x in zip(method.kept, kept_support))
+    assert all(torch.equal(k.support, to_uint8(x)) for k, x in zip(kept, kept_support))
 
 
 @pytest.mark.parametrize("replay_support,shots", [("all", 1), ("shots", 1), ("shots", 2)])
 def test_replay_support_shots_adapts_a_replayed_api_task_on_k_support_images_per_class(registry, replay_support,
                                                                                        shots) -> None:
     per_class = 3
-    method = build_method(registry, "bidf_mkd", "black", {"per_class": per_class, "boundary": False,
-                                                          "replay_tasks": "api", "replay_support": replay_support},
+    method = build_method(registry, "bidf_mkd_plus", "black",
+                          {"per_class": per_class, "boundary": False,
+                           "replay": f"api_tasks[keep_agreement=0,replay_support={replay_support}]"},
                           apis=1, shots=shots)
     replay_shots = shots if replay_support == "shots" else 0
     adapt, seen = method.api_learner.adapt, []
@@ -256,23 +281,14 @@ def test_replay_support_shots_adapts_a_replayed_api_task_on_k_support_images_per
     ways = method.context.ways
     expected = ways * (replay_shots or per_class)
     assert len(seen) == method.context.train.meta_batch_size
+    kept = method.replay.kept
     for x, targets in seen:
         assert x.shape[0] == targets.shape[0] == expected
         # every replayed support image is one of a kept task's, with that image's cached API outputs
         # (permuted by the task's class order): the rows' sorted values identify the image
-        pool = [(k.support, k.support_targets, k.support_labels) for k in method.kept]
-        rows = {tuple(sorted(t.tolist())) for _, ts, _ in pool for t in ts}
+        rows = {tuple(sorted(t.tolist())) for k in kept for t in k.support_targets}
         assert all(tuple(sorted(t.tolist())) in rows for t in targets)
-    kept = method.kept[0]
-    assert kept.support_labels is not None
-    assert torch.equal(kept.support_labels.bincount(minlength=ways), torch.full((ways,), per_class))
-    picks = [method._replay_support(kept) for _ in range(5)]
-    if replay_shots:  # drawn per class, afresh on each replay
-        assert all(torch.equal(kept.support_labels[p].bincount(minlength=ways), torch.full((ways,), replay_shots))
-                   for p in picks)
-        assert len({tuple(p.tolist()) for p in picks}) > 1
-    else:
-        assert all(p == slice(None) for p in picks)
+    assert torch.equal(kept[0].support_labels.bincount(minlength=ways), torch.full((ways,), per_class))
 
 
 # -- kd ---------------------------------------------------------------------------------------

@@ -14,12 +14,13 @@ from dfml_bench.config import build_raw_config, resolve_runs
 from dfml_bench.data import Task
 from dfml_bench.runner import Environment, execute_run
 from dfml_plugins.meta_learners.kd import BilevelKD, kd_loss
-from dfml_plugins.params import KDParams, TaskMemoryParams
+from dfml_plugins.params import ApiTasksParams, KDParams, TaskMemoryParams
 from dfml_plugins.recoverers.generator import augment
+from dfml_plugins.replay.api_tasks import ApiTasks
 from dfml_plugins.replay.task_memory import TaskMemory
 
 VARIANTS = ["bidf_mkd", "bidf_mkd_fo", "bidf_mkd_wb", "bidf_mkd_no_boundary", "bidf_mkd_no_replay",
-            "bidf_mkd_central", "bidf_mkd_noise"]
+            "bidf_mkd_central", "bidf_mkd_noise", "bidf_mkd_plus"]
 
 
 def run(registry, tmp_path: Path, method: str, *sets: str) -> dict:
@@ -89,8 +90,8 @@ def test_task_memory_is_a_per_class_ring_and_mixes_domains() -> None:
     mem.add(torch.rand(6, 3, 12, 12), torch.tensor([7, 7, 8, 8, 9, 9]), domain=2)
     assert mem.images[0].shape == (4, 3, 8, 8) and mem.images[0].dtype == torch.uint8
     assert mem.images[0][-1].float().mean().item() == pytest.approx(0.2 * 255, abs=1)  # newest kept
-    assert mem.can_sample(5) and not mem.can_sample(6)
-    draw = mem.sample(5, 1, 2, torch.Generator().manual_seed(0))
+    assert mem.ready(5) and not mem.ready(6)
+    draw = mem.draw(5, 1, 2, torch.Generator().manual_seed(0), class_order=lambda: pytest.fail("not an API task"))
     assert len(draw.support) == 5 and all(s.shape[0] == 1 for s in draw.support)
     assert sorted(draw.domains) == [0, 0, 2, 2, 2]
 
@@ -116,38 +117,19 @@ def test_generator_width_defaults_to_the_protocol_and_scales_the_hidden_layers()
     assert sum(p.numel() for p in narrow.parameters()) < n_wide / 4
 
 
-class _FakeAPI:
-    """Answers with fixed logits per image value; counts queries."""
+def _api_task(support, query=None, classes=(7, 9), domain=0):
+    from dfml_bench.interfaces import ApiTask
 
-    def __init__(self, answers: dict[float, int], ways: int = 2):
-        self.answers, self.ways, self.queried = answers, ways, 0
-
-    def query(self, x: torch.Tensor) -> torch.Tensor:
-        self.queried += len(x)
-        out = torch.zeros(len(x), self.ways)
-        for n, img in enumerate(x):
-            out[n, self.answers[round(img.flatten()[0].item(), 1)]] = 1.0
-        return out
+    query = query if query is not None else support
+    probs = lambda found: torch.softmax(found.scores.float(), 1) if found.scores.dim() == 2 else found.scores
+    return ApiTask(classes, domain, support, probs(support), query, probs(query))
 
 
-def _memory_host(remember: str, pool: list[tuple[tuple[int, ...], _FakeAPI | None]]):
-    from types import SimpleNamespace
-
-    from dfml_plugins.methods.bidf_mkd import BidfMkd
-
-    apis = SimpleNamespace(info=lambda i: SimpleNamespace(classes=pool[i][0]), get=lambda i: pool[i][1])
-    host = SimpleNamespace(params=SimpleNamespace(remember=remember), memory=TaskMemory(TaskMemoryParams()),
-                           apis=apis, cpu_generator=torch.Generator().manual_seed(0),
-                           knowers={c: [i for i, (cs, _) in enumerate(pool) if c in cs] for cs, _ in pool for c in cs})
-    host._peers_agree = lambda *a: BidfMkd._peers_agree(host, *a)  # type: ignore[arg-type]
-    return host, BidfMkd._remember
+def _stored(memory: TaskMemory) -> dict[int, list[float]]:
+    return {c: [round(v, 1) for v in (x.float() / 255).flatten(1)[:, 0].tolist()] for c, x in memory.images.items()}
 
 
-def _stored(host) -> dict[int, list[float]]:
-    return {c: [round(v, 1) for v in (x.float() / 255).flatten(1)[:, 0].tolist()] for c, x in host.memory.images.items()}
-
-
-def test_remember_filters_the_replay_memory_by_the_api_and_by_a_peer_api() -> None:
+def test_task_memory_keeps_all_recovered_images_or_those_the_api_agrees_on() -> None:
     from dfml_bench.interfaces import RecoveredSet
 
     labels = torch.tensor([0, 0, 1, 1])
@@ -155,23 +137,50 @@ def test_remember_filters_the_replay_memory_by_the_api_and_by_a_peer_api() -> No
     images = torch.stack([torch.full((3, 4, 4), v) for v in (0.1, 0.2, 0.3, 0.4)])
     found = RecoveredSet(images, labels, 0.0, 50.0, scores)
     assert found.agreed().tolist() == [True, False, True, False]
-    # API 0 knows global classes 7 and 9; API 1 knows 9 (at output 1) and labels image 0.3 as class 5
-    peer = _FakeAPI({0.1: 0, 0.2: 0, 0.3: 0, 0.4: 1})
-    pool = [((7, 9), None), ((5, 9), peer)]
     stored = {}
-    for remember in ("all", "agreed", "consensus"):
-        host, remember_fn = _memory_host(remember, pool)
-        remember_fn(host, found, 0, 0)
-        stored[remember] = _stored(host)
-    assert stored["all"] == {7: [0.1, 0.2], 9: [0.3, 0.4]}
-    assert stored["agreed"] == {7: [0.1], 9: [0.3]}
-    # class 7 has no other API: kept on agreement; class 9's agreed image is rejected by its peer
-    assert stored["consensus"] == {7: [0.1]}
-    assert peer.queried == 1  # only the agreed image of a class a peer knows was sent
+    for remember in ("all", "agreed"):
+        memory = TaskMemory(TaskMemoryParams(remember=remember))
+        memory.observe(_api_task(found, classes=(7, 9), domain=1))  # API outputs 0, 1 are global classes 7, 9
+        stored[remember] = _stored(memory)
+        assert set(memory.domain.values()) == {1}
+    # the support set and then the query set (here the same images) enter under global class ids
+    assert stored["all"] == {7: [0.1, 0.2, 0.1, 0.2], 9: [0.3, 0.4, 0.3, 0.4]}
+    assert stored["agreed"] == {7: [0.1, 0.1], 9: [0.3, 0.3]}
     # label-only APIs return predicted positions instead of scores; no agreement stores nothing
-    host, remember_fn = _memory_host("agreed", pool)
-    remember_fn(host, RecoveredSet(images, labels, 0.0, 0.0, torch.tensor([1, 1, 0, 0])), 0, 0)
-    assert host.memory.num_classes() == 0
+    memory = TaskMemory(TaskMemoryParams(remember="agreed"))
+    memory.observe(_api_task(RecoveredSet(images, labels, 0.0, 0.0, torch.tensor([1, 1, 0, 0]))))
+    assert memory.num_classes() == 0 and not memory.ready(1)
+
+
+def test_api_tasks_keep_recognised_tasks_and_replay_them_in_the_drawn_class_order() -> None:
+    from dfml_bench.interfaces import RecoveredSet
+
+    ways, per = 3, 4
+    labels = torch.arange(ways).repeat_interleave(per)
+    images = torch.rand(ways * per, 3, 8, 8)
+    scores = torch.randn(ways * per, ways)
+    strategy = ApiTasks(ApiTasksParams(keep=2, keep_agreement=50, replay_support="shots"))
+    assert not strategy.ready(ways)
+    strategy.observe(_api_task(RecoveredSet(images, labels, 0.0, 40.0, scores), classes=(0, 1, 2)))
+    assert not strategy.ready(ways)  # 40 % of its support recognised: below keep_agreement, not kept
+    for agreement in (50.0, 90.0, 100.0):
+        strategy.observe(_api_task(RecoveredSet(images, labels, 0.0, agreement, scores), classes=(0, 1, 2)))
+    assert len(strategy.kept) == 2  # the most recent `keep`
+    order = torch.tensor([2, 0, 1])
+    g = torch.Generator().manual_seed(0)
+    draws = [strategy.draw(ways, 2, 5, g, class_order=lambda: order) for _ in range(4)]
+    kept = strategy.kept[0]
+    for draw in draws:
+        (support,), (query,) = draw.support, draw.query
+        assert support.dtype == torch.uint8 and support.shape[0] == ways * 2 and torch.equal(query, kept.query)
+        assert torch.equal(draw.query_targets, kept.query_targets[:, order])  # output j <- API class order[j]
+        rows = [int(torch.nonzero((kept.support == x).flatten(1).all(1)).flatten()[0]) for x in support]
+        assert torch.equal(kept.support_labels[rows].bincount(minlength=ways), torch.full((ways,), 2))  # K per class
+        assert torch.equal(draw.support_targets, kept.support_targets[rows][:, order])
+    assert len({tuple(d.support[0].flatten()[:50].tolist()) for d in draws}) > 1  # drawn afresh per replay
+    everything = ApiTasks(ApiTasksParams(keep_agreement=0, replay_support="all"))
+    everything.observe(_api_task(RecoveredSet(images, labels, 0.0, 0.0, scores)))
+    assert everything.draw(ways, 1, 5, g, class_order=lambda: torch.arange(ways)).support[0].shape[0] == ways * per
 
 
 def test_tv_prior_smooths_the_recovered_images_at_no_query_cost() -> None:
@@ -206,8 +215,7 @@ def test_tv_prior_smooths_the_recovered_images_at_no_query_cost() -> None:
 
 
 def test_api_task_replay_distils_kept_tasks_again_without_queries(registry, tmp_path) -> None:
-    result = run(registry, tmp_path, "bidf_mkd", "method.bidf_mkd.replay_tasks=api", "method.bidf_mkd.keep=1",
-                 "train.meta_iterations=6")
+    result = run(registry, tmp_path, "bidf_mkd_plus_no_filter", "replay.api_tasks.keep=1", "train.meta_iterations=6")
     (run_dir,) = (tmp_path / "results" / "runs").iterdir()
     records = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "api_task" in r]
     kinds = [r["api_task"] for r in records]
@@ -218,42 +226,30 @@ def test_api_task_replay_distils_kept_tasks_again_without_queries(registry, tmp_
     assert result["queries"] == records[-1]["queries"]
 
 
-def test_no_replay_means_no_replay_of_kept_api_tasks_either(registry, tmp_path) -> None:
-    run(registry, tmp_path, "bidf_mkd_no_replay", "method.bidf_mkd_no_replay.replay_tasks=api",
-        "train.meta_iterations=3", "train.log_every=1")
-    (run_dir,) = (tmp_path / "results" / "runs").iterdir()
-    kinds = [r["api_task"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-             if "api_task" in r]
-    assert kinds == [1.0, 1.0, 1.0]
-
-
-def test_kept_api_tasks_survive_a_checkpoint() -> None:
+@pytest.mark.parametrize("strategy", [TaskMemory(TaskMemoryParams()), ApiTasks(ApiTasksParams(keep_agreement=0))])
+def test_replay_state_round_trips_through_a_weights_only_checkpoint(strategy) -> None:
     import io
-    from collections import deque
-    from types import SimpleNamespace
 
-    from dfml_bench.images import to_uint8
-    from dfml_plugins.methods.bidf_mkd import BidfMkd, KeptTask
+    from dfml_bench.interfaces import RecoveredSet
 
-    images = torch.rand(4, 3, 8, 8)
-    assert (to_uint8(images).float() / 255 - images).abs().max() <= 0.5 / 255 + 1e-6
-
-    def host(kept: list[KeptTask]) -> SimpleNamespace:
-        return SimpleNamespace(optimizer=torch.optim.Adam([nn.Parameter(torch.zeros(1))]),
-                               memory=TaskMemory(TaskMemoryParams()), best_acc=1.0, since_best=0, api_next=False,
-                               generator=torch.Generator(), cpu_generator=torch.Generator(), estimator=object(),
-                               last_images=None, kept=deque(kept, maxlen=2))
-
-    task = KeptTask(1, to_uint8(images), torch.softmax(torch.randn(4, 2), 1), to_uint8(images.flip(0)),
-                    torch.softmax(torch.randn(4, 2), 1))
+    g = torch.Generator().manual_seed(0)
+    for api in range(2):  # two 5-way API tasks with 3 images per class
+        labels = torch.arange(5).repeat_interleave(3)
+        found = RecoveredSet(torch.rand(15, 3, 8, 8, generator=g), labels, 0.0, 100.0, torch.randn(15, 5, generator=g))
+        strategy.observe(_api_task(found, classes=tuple(range(5 * api, 5 * api + 5))))
     buffer = io.BytesIO()
-    torch.save(BidfMkd.state_dict(host([task])), buffer)
+    torch.save(strategy.state_dict(), buffer)
     buffer.seek(0)
-    restored = host([])
-    BidfMkd.load_state_dict(restored, torch.load(buffer, weights_only=True))
-    (back,) = restored.kept
-    assert back.domain == 1 and all(torch.equal(getattr(back, f), getattr(task, f))
-                                    for f in ("support", "support_targets", "query", "query_targets"))
+    fresh = type(strategy)(strategy.p)
+    assert not fresh.ready(5) and strategy.ready(5)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    order = lambda: torch.tensor([4, 3, 2, 1, 0])  # noqa: E731
+    a = strategy.draw(5, 1, 2, torch.Generator().manual_seed(3), order)
+    b = fresh.draw(5, 1, 2, torch.Generator().manual_seed(3), order)
+    assert a.domains == b.domains and all(torch.equal(x, y) for x, y in zip(a.support + a.query, b.support + b.query))
+    assert (a.support_targets is None) == isinstance(strategy, TaskMemory)
+    if a.support_targets is not None:
+        assert torch.equal(a.support_targets, b.support_targets) and torch.equal(a.query_targets, b.query_targets)
 
 
 @pytest.mark.parametrize("permute", [False, True])
@@ -311,3 +307,98 @@ def test_inference_weights_are_detached_equal_and_channels_last_for_cpu_convolut
     assert not weights["conv.weight"].is_contiguous(memory_format=torch.channels_last)
     other = inference_weights(weights, torch.device("cuda"))  # layout left to the device's own kernels
     assert other["conv.weight"].is_contiguous() and not other["conv.weight"].requires_grad
+
+
+# -- variants: names say what runs ---------------------------------------------------------------
+
+def _resolved(registry, method: str, *sets: str, profile: str = "smoke") -> dict:
+    return resolve_runs(build_raw_config(profile, sets=sets, flags={"method": method}), registry)[0]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_bidf_mkd_is_the_protocols_method_in_every_profile(registry, profile) -> None:
+    run = _resolved(registry, "bidf_mkd", profile=profile)
+    params = run["method"]["params"]
+    assert params["permute"] is False and params["boundary"] and not params["first_order"]
+    assert (params["estimator"], params["recoverer"], params["api_learner"], params["replay_learner"]) == \
+        ("zo_forward", "generator", "kd", "maml")
+    assert params["replay"] == "task_memory" and run["components"]["replay"]["task_memory"]["remember"] == "all"
+    plus = _resolved(registry, "bidf_mkd_plus", profile=profile)
+    assert plus["method"]["params"] == {**params, "permute": True, "replay": "api_tasks"}  # the same sizes
+
+
+def test_variants_take_their_bases_configured_values_except_what_they_change(registry) -> None:
+    def params(method: str, *sets: str) -> dict:
+        return _resolved(registry, method, *sets)["method"]["params"]
+
+    for name in ("bidf_mkd_fo", "bidf_mkd_proto", "bidf_mkd_plus", "bidf_mkd_plus_no_filter"):
+        assert params(name)["per_class"] == 2 and params(name)["patience"] == 1  # the profile's bidf_mkd block
+        assert params(name, "method.bidf_mkd.per_class=3")["per_class"] == 3
+    assert params("bidf_mkd_fo", "method.bidf_mkd.first_order=false")["first_order"] is True  # its own change
+    assert params("bidf_mkd_fo", "method.bidf_mkd.replay=none")["replay"] == "none"
+    assert params("bidf_mkd_plus", "method.bidf_mkd.replay=none")["replay"] == "api_tasks"
+    # bidf_mkd_plus's values reach its ablations, not the paper method
+    assert params("bidf_mkd_plus_no_filter", "method.bidf_mkd_plus.per_class=4")["per_class"] == 4
+    assert params("bidf_mkd_plus_no_filter", "method.bidf_mkd_plus.permute=false")["permute"] is False
+    assert params("bidf_mkd", "method.bidf_mkd_plus.per_class=4")["per_class"] == 2
+    # a variant's own block wins, and concerns it alone
+    assert params("bidf_mkd_fo", "method.bidf_mkd_fo.per_class=5", "method.bidf_mkd.per_class=3")["per_class"] == 5
+    assert params("bidf_mkd_wb", "method.bidf_mkd_fo.per_class=5")["per_class"] == 2
+    assert params("purer_fo", "method.purer.per_class=7")["per_class"] == 7
+
+
+def test_a_variant_changes_a_replay_setting_for_itself_only(registry) -> None:
+    sets = ("replay.api_tasks.keep=5",)
+    own = _resolved(registry, "bidf_mkd_plus_no_filter", *sets)["components"]["replay"]
+    assert own == {"api_tasks[keep_agreement=0]": {"keep": 5, "keep_agreement": 0.0, "replay_support": "shots"}}
+    shared = _resolved(registry, "bidf_mkd_plus", *sets)["components"]["replay"]
+    assert shared == {"api_tasks": {"keep": 5, "keep_agreement": 80.0, "replay_support": "shots"}}
+
+
+def test_a_variant_runs_exactly_as_its_base_with_its_changes_set(registry, tmp_path) -> None:
+    """bidf_mkd_plus_no_filter is bidf_mkd with two settings changed, draw for draw."""
+    fast = ("train.meta_iterations=6",)
+    variant = run(registry, tmp_path / "variant", "bidf_mkd_plus_no_filter", *fast)
+    base = run(registry, tmp_path / "base", "bidf_mkd", *fast, "method.bidf_mkd.permute=true",
+               "method.bidf_mkd.replay=api_tasks[keep_agreement=0]")
+
+    def records(root: Path) -> list[dict]:
+        (run_dir,) = (root / "results" / "runs").iterdir()
+        return [{k: v for k, v in json.loads(line).items() if k != "wall_time"}
+                for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    assert records(tmp_path / "variant") == records(tmp_path / "base")
+    assert 0.0 in [r.get("api_task") for r in records(tmp_path / "base")]  # replay of kept API tasks ran
+    assert variant["accuracy"] == base["accuracy"] and variant["queries"] == base["queries"]
+
+
+def test_a_run_replaying_kept_api_tasks_resumes_to_the_uninterrupted_result(registry, tmp_path, monkeypatch) -> None:
+    """The api_tasks strategy's kept tasks go into the checkpoint: a run that dies after it resumes exactly."""
+    from dfml_bench import runner
+    from dfml_bench.evaluation import evaluate
+
+    sets = ("train.meta_iterations=8", "train.val_every=3", "train.log_every=1")
+    whole = run(registry, tmp_path / "whole", "bidf_mkd_plus_no_filter", *sets)
+    calls = []
+
+    def dies_at_the_third_validation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # iteration 6; the checkpoint holds iterations 0-3 and the tasks kept by then
+            raise RuntimeError("killed")
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", dies_at_the_third_validation)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(registry, tmp_path / "cut", "bidf_mkd_plus_no_filter", *sets)
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    resumed = run(registry, tmp_path / "cut", "bidf_mkd_plus_no_filter", *sets)
+
+    def records(root: Path) -> list[dict]:
+        (run_dir,) = (root / "results" / "runs").iterdir()
+        return [{k: v for k, v in json.loads(line).items() if k != "wall_time"}
+                for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    kinds = [r["api_task"] for r in records(tmp_path / "whole") if "api_task" in r]
+    assert 0.0 in kinds[4:]  # replay after the checkpoint draws from the restored kept tasks
+    assert records(tmp_path / "cut") == records(tmp_path / "whole")
+    assert resumed["accuracy"] == whole["accuracy"] and resumed["queries"] == whole["queries"]

@@ -66,6 +66,9 @@ def register_recoverers(register: Any) -> None:
 def register_replay_strategies(register: Any) -> None:
     register("task_memory", "dfml_plugins.replay.task_memory:TaskMemory", params=P.TaskMemoryParams,
              help="per-class ring buffer of recovered uint8 images in memory; tasks mix APIs and datasets")
+    register("api_tasks", "dfml_plugins.replay.api_tasks:ApiTasks", params=P.ApiTasksParams,
+             help="the most recent API tasks with their cached API outputs, replayed by bi-level KD again "
+                  "(only tasks whose support set the API recognises; K support shots per class)")
     register("none", "dfml_plugins.replay.task_memory:NoReplay", params=P.NoReplayParams,
              help="no replay: every meta-iteration queries APIs")
 
@@ -76,7 +79,6 @@ def register_methods(register: Any) -> None:
     # `queries`, its default use of the query budget (K classes per API; q, iterations and
     # per_class are the estimator's, recoverer's and method's parameters), and `reads` where a
     # method never opens the pool (its runs are then shared by scenarios with the same data).
-    zo = "per API task: 2 sets x (iterations x K*per_class x ({}) + K*per_class); replay tasks: none"
     register("random", "dfml_plugins.methods.random_init:RandomInit", params=None,
              help="randomly initialised meta model, only adapted at test time (a floor)",
              access="none", data_free=True, queries="none", uses=("architecture",), reads=("data",))
@@ -89,41 +91,26 @@ def register_methods(register: Any) -> None:
              help="the oracle with a ProtoNet meta-learner (`learner` swaps it): upper bound, NOT data-free",
              access="real_data", data_free=False, queries="none (real images, no APIs)", uses=("architecture",),
              reads=("data",))
-    bidf = "dfml_plugins.methods.bidf_mkd:BidfMkd"
-    for name, params, access, text, queries in (
-            ("bidf_mkd", P.BidfMkdParams, "black", "BiDf-MKD: zero-order inversion, bi-level KD, boundary queries, replay",
-             zo.format("q+1")),
-            ("bidf_mkd_fo", P.BidfMkdFOParams, "black", "BiDf-MKD with first-order inner loops", zo.format("q+1")),
-            ("bidf_mkd_wb", P.BidfMkdWBParams, "white", "BiDf-MKD with true gradients (white-box DFML reference)",
-             zo.format("1 white-box forward")),
-            ("bidf_mkd_no_boundary", P.BidfMkdNoBoundaryParams, "black", "ablation: no boundary query-set term",
-             zo.format("q+1")),
-            ("bidf_mkd_no_replay", P.BidfMkdNoReplayParams, "black", "ablation: no task-memory replay",
-             zo.format("q+1") + " (every task is an API task)"),
-            ("bidf_mkd_central", P.BidfMkdCentralParams, "black", "ablation: antithetic (central) estimator",
-             zo.format("2q+1")),
-            ("bidf_mkd_noise", P.BidfMkdNoiseParams, "black", "floor: the whole method on uniform noise labelled by "
-             "each API instead of inverted images", "per API task: 2 sets x K*per_class; replay tasks: none"),
-            ("bidf_mkd_proto", P.BidfMkdProtoParams, "black", "BiDf-MKD with ProtoNet meta-learners (API and replay "
-             "tasks)", zo.format("q+1"))):
-        register(name, bidf, params=params, help=text, access=access, data_free=True, queries=queries,
-                 uses=("architecture",))
+    _register_variants(register, "dfml_plugins.methods.bidf_mkd:BidfMkd", P.BIDF_MKD_VARIANTS, P.BIDF_MKD_PARAMS)
     register("average", "dfml_plugins.methods.average:AverageAPIs", params=None,
              help="parameter mean of all APIs (white-box; one architecture only, so SS)",
              access="white", data_free=True, queries="none (reads API weights)", uses=("architecture",))
-    purer = "per task: (iterations + 1) x K*per_class white-box forwards"
-    register("purer", "dfml_plugins.methods.purer:Purer", params=P.PurerParams,
-             help="PURER: persistent DeepInversion pixels per API class, MAML on their episodes, adversarial "
-                  "episode curriculum (white-box)",
-             access="white", data_free=True, queries=purer, uses=("architecture",))
-    register("purer_fo", "dfml_plugins.methods.purer:Purer", params=P.PurerFOParams,
-             help="PURER with a first-order inner loop", access="white", data_free=True, queries=purer,
-             uses=("architecture",))
+    _register_variants(register, "dfml_plugins.methods.purer:Purer", P.PURER_VARIANTS, P.PURER_PARAMS)
     register("kd", "dfml_plugins.methods.kd_distill:KDDistill", params=P.KDDistillParams,
              help="data-free multi-teacher KD of every API into the meta model over its classes; no meta-learning",
              access="black", data_free=True,
              queries="every recover_every meta-iterations: meta_batch_size x (iterations x K*per_class x (q+1) "
                      "+ K*per_class)", uses=("architecture",))
+
+
+def _register_variants(register: Any, factory: str, variants: list[P.Variant], params: dict[str, type]) -> None:
+    """Register a method and its variants from their table; a variant records its `base`, whose
+    configured values it takes for the settings it does not change."""
+    queries: dict[str, str | None] = {}
+    for v in variants:
+        queries[v.name] = v.queries or (queries[v.base] if v.base else None)
+        register(v.name, factory, params=params[v.name], help=v.description(), access=v.access, data_free=True,
+                 queries=queries[v.name], uses=("architecture",), **({"base": v.base} if v.base else {}), **v.meta)
 
 
 @hookimpl

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
 
 from dfml_bench import param
 
@@ -152,6 +154,19 @@ class KDParams:
 @dataclass
 class TaskMemoryParams:
     capacity_per_class: int = param(600, "images kept per global class (a ring: 20 batches of 30 in the paper)", min=1)
+    remember: str = param("all", "recovered images that enter the memory: all (docs/protocol.md) or agreed (those the "
+                          "API labels as their target, from the outputs already queried)", choices=("all", "agreed"))
+
+
+@dataclass
+class ApiTasksParams:
+    keep: int = param(32, "the most recent API tasks kept for replay", min=1)
+    keep_agreement: float = param(80.0, "keep an API task only if the API labels at least this % of its recovered "
+                                  "support images as their targets (0: keep all; uses the outputs already queried)",
+                                  min=0, max=100)
+    replay_support: str = param("shots", "support images a replayed task adapts on: shots (the run's K per class, "
+                                "drawn afresh per replay, so replayed tasks have the test tasks' support size) or all",
+                                choices=("shots", "all"))
 
 
 @dataclass
@@ -164,80 +179,100 @@ class BidfMkdParams:
     estimator: str = param("zo_forward", "gradient estimator of the API inversion", component="estimator")
     recoverer: str = param("generator", "data recoverer that inverts an API", component="recoverer")
     api_learner: str = param("kd", "meta-learner of API tasks (bi-level KD)", component="meta_learner")
-    replay_learner: str = param("maml", "meta-learner of replay tasks (MAML, cross-entropy)", component="meta_learner")
-    replay: str = param("task_memory", "replay strategy: task_memory or none", component="replay")
+    replay_learner: str = param("maml", "meta-learner of replay tasks drawn as labelled images (MAML, "
+                                "cross-entropy on the recovery labels)", component="meta_learner")
+    replay: str = param("task_memory", "replay strategy (`dfml-bench list replay`): task_memory (docs/protocol.md), "
+                        "api_tasks or none; name[key=value,...] changes its settings for this method only",
+                        component="replay")
     per_class: int = param(30, "images recovered per class, for the support set and again for the query set",
                            min=1)
     boundary: bool = param(True, "boundary query-set recovery against the adapted meta model (section 7)")
     boundary_start: int = param(4000, "meta-iteration from which the boundary term is on", min=0)
-    schedule: str = param("patience", "when to query an API again: patience or interval",
-                          choices=("patience", "interval"))
-    patience: int = param(200, "patience: meta-iterations without a new best train accuracy before an API task",
-                         min=1)
-    interval: int = param(10, "interval: an API meta-iteration every this many meta-iterations", min=1)
-    first_order: bool = param(False, "first-order inner loops for both API and replay tasks")
-    replay_first_order: bool = param(False, "first-order inner loops for replay tasks only (either kind); API tasks "
-                                     "follow `first_order` (not in PROTOCOL.md: ~8x cheaper replay meta-iterations, "
-                                     "but on glyphs SS 1-shot falls to random's level with it)")
-    remember: str = param("all", "recovered images that enter the replay memory: all (PROTOCOL.md); agreed "
-                          "(those the API labels as their target); consensus (agreed, and labelled so by another "
-                          "API that knows the class too: one query per image; kept on agreement alone when no "
-                          "other API knows the class)",
-                          choices=("all", "agreed", "consensus"))
-    replay_tasks: str = param("memory", "what a replay task is: memory (PROTOCOL.md: MAML with cross-entropy on a "
-                              "task drawn from the task memory) or api (bi-level KD again on a kept API task: its "
-                              "recovered support and query sets with their cached API outputs, no queries)",
-                              choices=("memory", "api"))
-    keep: int = param(32, "replay_tasks=api: the most recent API tasks kept for replay", min=1)
-    keep_agreement: float = param(0.0, "replay_tasks=api: keep an API task for replay only if the API labels at "
-                                  "least this % of its recovered support images as their targets (0: keep all; "
-                                  "uses the outputs already queried)", min=0, max=100)
-    replay_support: str = param("all", "replay_tasks=api: the support images a replayed API task adapts on: all "
-                                "(every kept support image) or shots (the run's K shots per class, drawn afresh per "
-                                "replay, so replayed tasks have the test tasks' support size; not in PROTOCOL.md; "
-                                "the inner loop's cost scales with the support set)", choices=("all", "shots"))
-    permute: bool = param(False, "API tasks map the API's classes onto the meta model's outputs in a random order, "
-                          "drawn per task (not in PROTOCOL.md, whose API tasks keep the API's own order: a few APIs "
-                          "then give a few fixed tasks whose label maps the meta model can memorise)")
+    patience: int = param(200, "meta-iterations without a new best replay train accuracy before the next API task",
+                          min=1)
+    first_order: bool = param(False, "first-order inner loops of API and replay tasks (the one switch: the "
+                              "learners' own first_order is replaced by it)")
+    permute: bool = param(False, "each API task maps the API's classes onto the model's outputs in a random order "
+                          "(not in docs/protocol.md, whose API tasks keep the API's order: a few APIs then give a few "
+                          "fixed label maps the meta model can memorise instead of adapting)")
 
 
-@dataclass
-class BidfMkdFOParams(BidfMkdParams):
-    first_order: bool = param(True, "first-order inner loops for both API and replay tasks")
+@dataclass(frozen=True)
+class Variant:
+    """A method registered as another one with some defaults changed (`changes`). It takes the
+    configured values of its `base` (profile, --config, --set method.BASE.x=...) for every
+    setting it does not change; its own block (method.NAME) wins over both."""
+
+    name: str
+    base: str | None
+    help: str
+    changes: dict[str, Any] = field(default_factory=dict)
+    access: str = "black"
+    queries: str | None = None      # None: the base's
+    meta: dict[str, Any] = field(default_factory=dict)   # further registration metadata
+
+    def description(self) -> str:
+        if self.base is None:
+            return self.help
+        changed = ", ".join(f"{k}={v}" for k, v in self.changes.items())
+        return f"{self.help} [{changed}; otherwise as {self.base} is configured]"
 
 
-@dataclass
-class BidfMkdWBParams(BidfMkdParams):
-    estimator: str = param("white_box", "gradient estimator of the API inversion", component="estimator")
+def variant_params(base: type, name: str, changes: dict[str, Any]) -> type:
+    """`base`'s params dataclass with the defaults in `changes` (help, choices and bounds kept)."""
+    hints = get_type_hints(base)
+    fields_ = {f.name: f for f in dataclasses.fields(base)}
+    unknown = set(changes) - set(fields_)
+    if unknown:
+        raise ValueError(f"variant '{name}' changes unknown settings {sorted(unknown)}")
+    cls_name = "".join(part.title() for part in name.split("_")) + "Params"
+    cls = dataclasses.make_dataclass(
+        cls_name, [(k, hints[k], field(default=v, metadata=fields_[k].metadata)) for k, v in changes.items()],
+        bases=(base,))
+    cls.__module__ = __name__
+    globals()[cls_name] = cls  # importable by name, like the hand-written ones
+    return cls
 
 
-@dataclass
-class BidfMkdNoBoundaryParams(BidfMkdParams):
-    boundary: bool = param(False, "boundary query-set recovery against the adapted meta model (section 7)")
+def variant_table(root: type, variants: list[Variant]) -> dict[str, type]:
+    """Params dataclass of each variant, built from its base's (the first variant has no base)."""
+    built: dict[str, type] = {}
+    for v in variants:
+        built[v.name] = root if v.base is None else variant_params(built[v.base], v.name, v.changes)
+    return built
 
 
-@dataclass
-class BidfMkdNoReplayParams(BidfMkdParams):
-    replay: str = param("none", "replay strategy: task_memory or none", component="replay")
-
-
-@dataclass
-class BidfMkdCentralParams(BidfMkdParams):
-    estimator: str = param("zo_central", "gradient estimator of the API inversion", component="estimator")
-
-
-@dataclass
-class BidfMkdNoiseParams(BidfMkdParams):
-    recoverer: str = param("noise", "data recoverer (noise: uniform images labelled by the API, no inversion)",
-                           component="recoverer")
-
-
-@dataclass
-class BidfMkdProtoParams(BidfMkdParams):
-    api_learner: str = param("protonet", "meta-learner of API tasks (ProtoNet: distances as student logits)",
-                             component="meta_learner")
-    replay_learner: str = param("protonet", "meta-learner of replay tasks (ProtoNet on the recovery labels)",
-                                component="meta_learner")
+_ZO = "per API task: 2 sets x (iterations x K*per_class x ({}) + K*per_class); replay tasks: none"
+_PLUS = "this suite's variant, not the paper's"
+BIDF_MKD_VARIANTS = [
+    Variant("bidf_mkd", None, "BiDf-MKD (docs/protocol.md): zero-order inversion, bi-level KD, boundary queries, "
+            "task-memory replay of tasks mixed across APIs, patience schedule", queries=_ZO.format("q+1")),
+    Variant("bidf_mkd_fo", "bidf_mkd", "BiDf-MKD with first-order inner loops", {"first_order": True}),
+    Variant("bidf_mkd_wb", "bidf_mkd", "BiDf-MKD with true gradients (white-box DFML reference)",
+            {"estimator": "white_box"}, access="white", queries=_ZO.format("1 white-box forward")),
+    Variant("bidf_mkd_no_boundary", "bidf_mkd", "ablation: no boundary query-set term", {"boundary": False}),
+    Variant("bidf_mkd_no_replay", "bidf_mkd", "ablation: no replay", {"replay": "none"},
+            queries=_ZO.format("q+1") + " (every task is an API task)"),
+    Variant("bidf_mkd_central", "bidf_mkd", "ablation: antithetic (central) estimator",
+            {"estimator": "zo_central"}, queries=_ZO.format("2q+1")),
+    Variant("bidf_mkd_noise", "bidf_mkd", "floor: the whole method on uniform noise labelled by each API instead "
+            "of inverted images", {"recoverer": "noise"},
+            queries="per API task: 2 sets x K*per_class; replay tasks: none"),
+    Variant("bidf_mkd_proto", "bidf_mkd", "BiDf-MKD with ProtoNet meta-learners (API and replay tasks)",
+            {"api_learner": "protonet", "replay_learner": "protonet"}),
+    Variant("bidf_mkd_plus", "bidf_mkd", f"BiDf-MKD+ ({_PLUS}): API tasks in a random class order per task, replay "
+            "of kept API tasks (bi-level KD again on their cached API outputs, K support shots per class, only "
+            "tasks whose support the API recognises)", {"permute": True, "replay": "api_tasks"}),
+    Variant("bidf_mkd_plus_no_permute", "bidf_mkd_plus", f"ablation of bidf_mkd_plus ({_PLUS}): the API's class "
+            "order", {"permute": False}),
+    Variant("bidf_mkd_plus_memory_replay", "bidf_mkd_plus", f"ablation of bidf_mkd_plus ({_PLUS}): docs/protocol.md's "
+            "task-memory replay", {"replay": "task_memory"}),
+    Variant("bidf_mkd_plus_no_filter", "bidf_mkd_plus", f"ablation of bidf_mkd_plus ({_PLUS}): every API task "
+            "kept for replay", {"replay": "api_tasks[keep_agreement=0]"}),
+    Variant("bidf_mkd_plus_all_support", "bidf_mkd_plus", f"ablation of bidf_mkd_plus ({_PLUS}): replayed tasks "
+            "adapt on all their support images", {"replay": "api_tasks[replay_support=all]"}),
+]
+BIDF_MKD_PARAMS = variant_table(BidfMkdParams, BIDF_MKD_VARIANTS)
 
 
 @dataclass
@@ -271,11 +306,17 @@ class PurerParams:
                              "model errs while the API still agrees")
     curriculum_start: int = param(0, "meta-iteration from which the curriculum term is on", min=0)
     first_order: bool = param(False, "first-order inner loop")
+    permute: bool = param(False, "each episode maps the API's classes onto the model's outputs in a random order "
+                          "(off: class i of the API is output i, as PURER does)")
 
 
-@dataclass
-class PurerFOParams(PurerParams):
-    first_order: bool = param(True, "first-order inner loop")
+PURER_VARIANTS = [
+    Variant("purer", None, "PURER: persistent DeepInversion pixels per API class, MAML on their episodes, "
+            "adversarial episode curriculum (white-box)", access="white",
+            queries="per task: (iterations + 1) x K*per_class white-box forwards"),
+    Variant("purer_fo", "purer", "PURER with a first-order inner loop", {"first_order": True}, access="white"),
+]
+PURER_PARAMS = variant_table(PurerParams, PURER_VARIANTS)
 
 
 @dataclass

@@ -4,7 +4,9 @@ Every task of a meta-iteration draws an API (uniformly, with replacement) and ta
 step on that API's learnable images (the `deepinversion` recoverer keeps them between visits);
 an episode (K shots + Q queries per class, drawn from the API's current images, labelled by the
 API's output positions) then trains the meta model with the configured meta-learner (MAML by
-default, second order unless `first_order`). Task losses are averaged over the meta-batch.
+default, second order unless `first_order`). Task losses are averaged over the meta-batch. With
+`permute` (off by default) each episode maps the API's classes onto the outputs in a random
+order, as MAML shuffles labels; otherwise class i of the API is output i.
 
 Adversarial episode curriculum: from `curriculum_start` on, the inversion step gets a student
 - the meta model adapted (first order, no graph) on the first K images per class of the images
@@ -75,8 +77,11 @@ class Purer(Method):
             picks.append(c * per + local)
         pick = torch.stack(picks).to(ctx.device)  # [ways, shots + queries]
         x = norm.from_unit(images)
-        ys = torch.arange(ctx.ways, device=ctx.device).repeat_interleave(ctx.shots)
-        yq = torch.arange(ctx.ways, device=ctx.device).repeat_interleave(ctx.queries)
+        # API class c -> output label[c]: the API's own order, or one drawn per episode with `permute`
+        label = (torch.randperm(ctx.ways, generator=self.cpu_generator) if self.params.permute
+                 else torch.arange(ctx.ways)).to(ctx.device)
+        ys = label.repeat_interleave(ctx.shots)
+        yq = label.repeat_interleave(ctx.queries)
         return Task(x[pick[:, :ctx.shots].flatten()], ys, x[pick[:, ctx.shots:].flatten()], yq)
 
     def train_step(self, iteration: int) -> Mapping[str, float]:

@@ -3,18 +3,18 @@
 Each global class keeps a ring of its most recent `capacity_per_class` images as uint8 (the
 reference wrote PNGs to disk and re-read them for every task). A replay task draws `ways`
 classes among all recovered ones, so classes from different APIs, and in MH from different
-datasets, mix ("interpolated tasks").
+datasets, mix ("interpolated tasks"); it is trained on the recovery labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from dfml_bench.images import to_uint8
-from dfml_bench.interfaces import ReplayDraw, ReplayStrategy
+from dfml_bench.interfaces import ApiTask, RecoveredSet, ReplayDraw, ReplayStrategy
 from dfml_plugins.params import NoReplayParams, TaskMemoryParams
 
 
@@ -24,7 +24,19 @@ class TaskMemory(ReplayStrategy):
         self.images: dict[int, torch.Tensor] = {}
         self.domain: dict[int, int] = {}
 
+    def observe(self, task: ApiTask) -> None:
+        """Store the support and then the query set under global class ids (filtered by `remember`)."""
+        for found in (task.support, task.query):
+            self._remember(found, task.classes, task.domain)
+
+    def _remember(self, found: RecoveredSet, classes: tuple[int, ...], domain: int) -> None:
+        glob = torch.tensor(classes)[found.labels.cpu()]
+        keep = torch.ones(len(glob), dtype=torch.bool) if self.p.remember == "all" else found.agreed().cpu()
+        if keep.any():
+            self.add(found.images[keep.to(found.images.device)], glob[keep], domain)
+
     def add(self, images: torch.Tensor, classes: torch.Tensor, domain: int) -> None:
+        """Store [0,1] images with their global class ids; `domain` indexes the scenario's datasets."""
         data = to_uint8(images).cpu()
         for c in classes.unique().tolist():
             new = data[(classes == c).cpu()]
@@ -36,10 +48,15 @@ class TaskMemory(ReplayStrategy):
     def num_classes(self) -> int:
         return len(self.images)
 
-    def can_sample(self, ways: int) -> bool:
+    def ready(self, ways: int) -> bool:
         return len(self.images) >= ways
 
+    def draw(self, ways: int, shots: int, queries: int, generator: torch.Generator,
+             class_order: Callable[[], torch.Tensor]) -> ReplayDraw:
+        return self.sample(ways, shots, queries, generator)  # random classes: their order is random already
+
     def sample(self, ways: int, shots: int, queries: int, generator: torch.Generator) -> ReplayDraw:
+        """Draw `ways` stored classes with `shots` + `queries` images each."""
         classes = sorted(self.images)
         pick = torch.randperm(len(classes), generator=generator)[:ways].tolist()
         support, query, domains = [], [], []
@@ -64,16 +81,17 @@ class TaskMemory(ReplayStrategy):
 
 
 class NoReplay(ReplayStrategy):
-    """No memory: every meta-iteration is an API task."""
+    """Keeps nothing: every meta-iteration is an API task."""
 
     def __init__(self, params: NoReplayParams | None = None):
         self.params = params
 
-    def add(self, images: torch.Tensor, classes: torch.Tensor, domain: int) -> None:
+    def observe(self, task: ApiTask) -> None:
         return None
 
-    def can_sample(self, ways: int) -> bool:
+    def ready(self, ways: int) -> bool:
         return False
 
-    def sample(self, ways: int, shots: int, queries: int, generator: torch.Generator) -> ReplayDraw:
+    def draw(self, ways: int, shots: int, queries: int, generator: torch.Generator,
+             class_order: Callable[[], torch.Tensor]) -> ReplayDraw:
         raise RuntimeError("the `none` replay strategy holds no tasks")
