@@ -93,7 +93,7 @@ BAD_SETS = [
     ("method.per_class=0", "bidf_mkd", ["per_class", ">= 1"]),
     ("method.patience=0", "bidf_mkd", ["patience", ">= 1"]),
     ("replay.task_memory.remember=sometimes", "bidf_mkd", ["remember", "one of"]),
-    ("method.replay=api_tasks[keep_agreement=120]", "bidf_mkd", ["api_tasks", "keep_agreement", "between 0 and 100"]),
+    ("method.replay=api_tasks[keep_agreement=120]", "bidf_mkd", ["api_tasks", "keep_agreement", "<= 100"]),
     ("method.replay=api_tasks[keep_agreement=80", "bidf_mkd", ["close the bracket"]),
     ("train.maml_oracel.meta_iterations=3", "random", ["maml_oracel", "Did you mean 'maml_oracle'"]),
     ("train.maml_oracle.early_stop=-1", "random", ["train.maml_oracle.early_stop", ">= 0"]),
