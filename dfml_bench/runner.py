@@ -150,6 +150,9 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     events.emit("on_run_start")
 
     scenario = build_scenario(registry, resolved, env)
+    val_only = bool(resolved.get("val_only"))  # a tuning trial: the meta-test split is dropped, never read
+    if val_only:
+        scenario = without_test_splits(scenario)
     ways, shots, queries, seed = (int(resolved[k]) for k in ("ways", "shots", "queries", "seed"))
     normalizers = [Normalizer(d.mean, d.std, device) for d in scenario.datasets]
     torch.manual_seed(derive_seed("init", seed))
@@ -269,7 +272,7 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     if best_state is not None:
         model.load_state_dict(best_state)
     per_dataset: dict[str, dict[str, float]] = {}
-    for d, norm in zip(scenario.datasets, normalizers):
+    for d, norm in zip(scenario.datasets, normalizers) if not val_only else ():
         sampler = EpisodeSampler(d.split("test"), ways, shots, queries, derive_seed("test", ev["seed"], d.name), norm)
         with reporter.task(f"test {d.name}", ev["episodes"]) as advance:
             res = evaluate(model, sampler, ev["episodes"], ev["steps"], ev["lr"], on_episode=advance)
@@ -277,6 +280,8 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         events.emit("on_evaluation", split="test", result={"dataset": d.name, **res.as_dict()})
     accs = [r["accuracy"] for r in per_dataset.values()]
     cis = [r["ci95"] for r in per_dataset.values()]
+    if val_only:  # a trial's score is its best meta-val accuracy (no CI: the selection statistic)
+        accs, cis = [best_val], [0.0]
     result = {
         "run_id": info.run_id,
         "method": m_comp.name,
@@ -303,6 +308,8 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         "device": str(device),
         "torch": torch.__version__,
     }
+    if val_only:  # a trial result, never a table result (it lives under RESULTS/tune/, and is marked)
+        result.update(kind="trial", selection_split="val")
     save_artifacts = getattr(method, "save_artifacts", None)
     if save_artifacts is not None:
         save_artifacts(path)
@@ -312,6 +319,13 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         pools[0].close()
     events.emit("on_run_end", result=result)
     return result
+
+
+def without_test_splits(scenario: ScenarioData) -> ScenarioData:
+    """The scenario with each dataset's meta-test split removed (tuning trials): asking for it fails."""
+    datasets = [dataclasses.replace(d, splits={k: v for k, v in d.splits.items() if k != "test"})
+                for d in scenario.datasets]
+    return dataclasses.replace(scenario, datasets=datasets)
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
