@@ -15,19 +15,19 @@ def _datasets(specs: list[str], ctx: ScenarioContext) -> tuple[list[Any], str]:
     """The scenario's datasets and their instance (a dataset without instances: "standard")."""
     if not specs:
         raise ConfigError("a scenario needs at least one dataset.")
-    out, instances = [], []
+    chosen = []
     for spec in specs:
         name, values = parse_selection(spec)
         comp = ctx.registry.get("dataset", name)
-        params = build_params(comp.params, values, f"dataset '{name}'")
-        out.append(comp.load()(params, ctx.data_root, ctx.cache_dir))
-        instances.append(str(getattr(params, "instance", "standard")))
-    names = [d.name for d in out]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"the scenario lists the same dataset twice: {names}.")
+        chosen.append((comp, build_params(comp.params, values, f"dataset '{name}'")))
+    instances = [str(getattr(params, "instance", "standard")) for _, params in chosen]
     if {"dev", "sealed"} <= set(instances):
         raise ConfigError(f"the scenario mixes the dev and sealed instances ({specs}); give every dataset the same "
                           "instance (--instance sets them all).")
+    out = [comp.load()(params, ctx.data_root, ctx.cache_dir) for comp, params in chosen]
+    names = [d.name for d in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"the scenario lists the same dataset twice: {names}.")
     return out, "+".join(dict.fromkeys(instances))
 
 
