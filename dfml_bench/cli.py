@@ -372,6 +372,10 @@ def tune(ctx: click.Context, method: str, scenario: str | None, shots: int | Non
                          results_root=Path(results), base_overlay=overlay, where=where)
     l_name, l_params = component_params(raw, "launcher", registry)
     chosen = registry.build("launcher", l_name, l_params)
+    console = _stderr()
+    if not space and trials > 1:
+        console.print(f"method '{comp_name}' declares no search space: only trial 0 (its defaults) runs; pass "
+                      "--space FILE to search.", highlight=False, soft_wrap=True)
 
     from dfml_bench.progress import Reporter
 
@@ -380,7 +384,6 @@ def tune(ctx: click.Context, method: str, scenario: str | None, shots: int | Non
         from dfml_bench.runner import resolve_device
 
         resolve_device(env.device)
-    console = _stderr()
     runs = [run for trial in study.trials for run in trial.runs]
     jobs = launch.make_jobs(runs, env, progress)
     pending = [job for job in jobs if store.read_result(job.run_dir) is None]

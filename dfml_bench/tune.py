@@ -379,7 +379,8 @@ def _table_text(study: Study, rows: Sequence[Mapping[str, Any]], budget: Mapping
     lines += ["| " + " | ".join(cell(row, k) for k in keys) + " |" for row in rows]
     if best is not None:
         lines += ["", f"Winner: trial {best['trial']} (meta-val {best['val_acc']:.2f}); its overlay is "
-                      f"`winner.yaml`: `dfml-bench run --profile PROFILE --config winner.yaml --seeds 0,1,2`."]
+                      f"`winner.yaml`: `dfml-bench run --profile {budget['profile']} --config winner.yaml --seeds 0,1,2 "
+                      "--instance sealed`."]
     return "\n".join(lines) + "\n", buf.getvalue()
 
 
@@ -414,7 +415,7 @@ def write_study(study: Study, rows: Sequence[Mapping[str, Any]]) -> Path | None:
     header = (f"# dfml-bench tune winner: {study.method} on {study.scenario}, {study.shots}-shot: trial "
               f"{trial.index} of {len(study.trials)}, meta-val {best['val_acc']:.2f} (profile "
               f"{budget['profile']}).\n# Use it with the same profile: dfml-bench run --profile {budget['profile']} "
-              "--config winner.yaml --seeds 0,1,2\n")
+              "--config winner.yaml --seeds 0,1,2 --instance sealed\n")
     path = study.root / "winner.yaml"
     store.atomic_write_text(path, header + yaml.safe_dump(winner_overlay(study, trial), sort_keys=True))
     return path
