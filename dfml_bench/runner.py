@@ -272,7 +272,8 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     if best_state is not None:
         model.load_state_dict(best_state)
     per_dataset: dict[str, dict[str, float]] = {}
-    for d, norm in zip(scenario.datasets, normalizers) if not val_only else ():
+    tested = [] if val_only else list(zip(scenario.datasets, normalizers))  # trials never reach meta-test
+    for d, norm in tested:
         sampler = EpisodeSampler(d.split("test"), ways, shots, queries, derive_seed("test", ev["seed"], d.name), norm)
         with reporter.task(f"test {d.name}", ev["episodes"]) as advance:
             res = evaluate(model, sampler, ev["episodes"], ev["steps"], ev["lr"], on_episode=advance)
