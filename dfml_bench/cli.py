@@ -96,6 +96,9 @@ def _ints(values: tuple[str, ...], what: str) -> list[int] | None:
 @click.option("--device", help="auto | cpu | cuda | cuda:N  [default: auto]")
 @click.option("--budget", type=float, help="API query budget per run, in images (e.g. 2e6).")
 @click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--instance", help="Data instance of the embedded glyphs: dev (develop and tune) or sealed (a "
+                                 "fresh rendering and class split, for published tables; see docs/tuning.md); "
+                                 "also `instance:` in a config.  [default: dev]")
 @click.option("--launcher", help="Where runs execute: local | ray | slurm.  [default: local]")
 @click.option("--workers", type=int, help="local launcher: runs at once, each in its own process.  [default: 1]")
 @click.option("--ray-address", help="ray launcher: the cluster to join (e.g. auto, ray://head:10001).  "
@@ -112,7 +115,7 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
         seeds: tuple[str, ...], profile: str, config_file: str | None, sets: tuple[str, ...], device: str | None,
         budget: float | None, pool_dir: str | None, launcher: str | None, workers: int | None,
         ray_address: str | None, results: str, data_root: str | None, cache_dir: str | None,
-        progress: bool | None) -> None:
+        progress: bool | None, instance: str | None) -> None:
     """Run methods x scenarios x shots x seeds and store one result per run.
 
     Finished runs (same resolved config) are skipped before anything is dispatched; failed
@@ -128,7 +131,7 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
         "scenario": ",".join(_split(scenario) or []) or None,
         "shots": _ints(shots, "shots"), "seeds": _ints(seeds, "seeds"), "device": device,
         "data_root": data_root, "cache_dir": cache_dir, "launcher": launcher, "budget": budget,
-        "pool_dir": pool_dir,
+        "pool_dir": pool_dir, "instance": instance,
     }
     raw = _launcher_flags(build_raw_config(profile, config_file, sets, flags), workers, ray_address)
     runs = resolve_runs(raw, registry)
@@ -287,6 +290,137 @@ def compare(results: str, fmt: str, output: str | None, plot_dir: str | None, me
         click.echo(text, nl=False)
 
 
+@main.command()
+@click.option("--method", "-m", required=True, help="The method to tune (one).")
+@click.option("--scenario", "-s", help="The scenario (one): SS, SH, MH, a plugin's or FILE.yaml.  [default: SS]")
+@click.option("--shots", type=int, help="K-shot (one value).  [default: the profile's first]")
+@click.option("--trials", type=int, default=8, show_default=True,
+              help="Trials of the random search; trial 0 runs the defaults. Give every compared method the same.")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False),
+              help="YAML search space replacing the method's declared one: KEY: {DIST: VALUES}, e.g. "
+                   "'train.meta_lr: {log_uniform: [1e-4, 1e-2]}' (DIST: choice, uniform, log_uniform, int_uniform, "
+                   "int_log_uniform).")
+@click.option("--seed", "search_seed", type=int, default=0, show_default=True,
+              help="Seed of the search (which settings each trial draws); runs use the config's seeds.")
+@click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over the profile.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting of every trial.")
+@click.option("--device", help="auto | cpu | cuda | cuda:N  [default: auto]")
+@click.option("--budget", type=float, help="API query budget per trial run, in images.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--launcher", help="Where trials execute: local | ray | slurm.  [default: local]")
+@click.option("--workers", type=int, help="local launcher: trials at once, each in its own process.  [default: 1]")
+@click.option("--ray-address", help="ray launcher: the cluster to join.")
+@click.option("--results", "results", type=click.Path(file_okay=False), default=DEFAULT_RESULTS, show_default=True,
+              help="Results root; the study goes to RESULTS/tune/METHOD-SCENARIO-Kshot-HASH/.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Directory of prepared real datasets.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache for rendered data.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when on a terminal).")
+@click.pass_context
+def tune(ctx: click.Context, method: str, scenario: str | None, shots: int | None, trials: int,
+         space_file: str | None, search_seed: int, profile: str, config_file: str | None, sets: tuple[str, ...],
+         device: str | None, budget: float | None, pool_dir: str | None, launcher: str | None,
+         workers: int | None, ray_address: str | None, results: str, data_root: str | None,
+         cache_dir: str | None, progress: bool | None) -> None:
+    """Select a method's settings on meta-val only: a seeded random search over its search space.
+
+    Every trial is a run scored by its best meta-val accuracy (mean over the config's seeds);
+    the meta-test split is never loaded. Trials run through the launcher like `run` and finished
+    ones are skipped on a re-run. Writes trials.md / trials.csv (every trial's settings and
+    meta-val score, with the per-trial budget) and winner.yaml, a config overlay for
+    `dfml-bench run --config winner.yaml`. Tuning uses the dev instance of the data.
+    """
+    from dfml_bench import launch, store
+    from dfml_bench import tune as T
+    from dfml_bench.config import build_raw_config, component_params, load_yaml, parse_set, scenario_file, top_level
+    from dfml_bench.errors import ConfigError
+
+    registry = _registry(ctx)
+    _warn_failed(ctx)
+    if len(_split((method,)) or []) != 1 or (scenario and len(_split((scenario,)) or []) != 1):
+        raise ConfigError("tune selects settings for one method and one scenario at a time; pass one of each.")
+    flags: dict[str, Any] = {"method": method, "scenario": scenario, "shots": [shots] if shots is not None else None,
+                             "device": device, "data_root": data_root, "cache_dir": cache_dir,
+                             "launcher": launcher, "budget": budget, "pool_dir": pool_dir}
+    raw = _launcher_flags(build_raw_config(profile, config_file, sets, flags), workers, ray_address)
+    top = top_level(raw)
+    if top.instance != "dev":
+        raise ConfigError(f"tune runs on the dev instance only (instance '{top.instance}' was set): settings chosen "
+                          "on an instance would make its tables biased; tune on dev, then run the winner with "
+                          "--instance sealed.")
+    raw["shots"] = top.shots[:1]
+    comp_name = registry.get("method", method).name
+    if space_file:
+        space, where = T.load_space_file(Path(space_file)), f"search space file '{space_file}'"
+    else:
+        space, where = T.declared_space(registry, comp_name), f"the search space of method '{comp_name}'"
+    overlay: dict[str, Any] = {}
+    from dfml_bench.config import deep_merge, normalise_sections
+
+    if config_file:
+        overlay = normalise_sections(load_yaml(Path(config_file)))
+    for item in sets:
+        overlay = deep_merge(overlay, normalise_sections(parse_set(item)))
+    overlay = deep_merge(overlay, {"method": {"name": comp_name}, "shots": list(top.shots[:1])})
+    if scenario and scenario.endswith((".yaml", ".yml")):
+        s_name, block = scenario_file(Path(scenario))
+        overlay = deep_merge(overlay, {"scenario": {"name": s_name, s_name: block}})
+    elif scenario:
+        overlay = deep_merge(overlay, {"scenario": {"name": scenario}})
+    if budget is not None:
+        overlay["budget"] = budget
+    study = T.plan_study(raw, registry, trials=trials, space=space, search_seed=search_seed,
+                         results_root=Path(results), base_overlay=overlay, where=where)
+    l_name, l_params = component_params(raw, "launcher", registry)
+    chosen = registry.build("launcher", l_name, l_params)
+    console = _stderr()
+    if not space and trials > 1:
+        console.print(f"method '{comp_name}' declares no search space: only trial 0 (its defaults) runs; pass "
+                      "--space FILE to search.", highlight=False, soft_wrap=True)
+
+    from dfml_bench.progress import Reporter
+
+    env = _environment(top, study.root, Reporter(progress))
+    if not getattr(chosen, "remote", False):
+        from dfml_bench.runner import resolve_device
+
+        resolve_device(env.device)
+    runs = [run for trial in study.trials for run in trial.runs]
+    jobs = launch.make_jobs(runs, env, progress)
+    pending = [job for job in jobs if store.read_result(job.run_dir) is None]
+    console.print(f"tune {study.method} on {study.scenario} {study.shots}-shot: {len(study.trials)} trial(s), "
+                  f"{len(jobs)} run(s), {len(pending)} to run with launcher '{l_name}' ({len(jobs) - len(pending)} "
+                  f"finished earlier); profile '{top.profile}', study in {study.root}/", highlight=False, soft_wrap=True)
+    values: list[Any] = chosen.run_all(pending, launch.RunJob(registry, (ctx.obj or {}).get("strict"))) if pending else []
+    if len(values) != len(pending):
+        raise DfmlError(f"launcher '{l_name}' returned {len(values)} results for {len(pending)} runs; "
+                        "fix the launcher plugin.")
+    from dfml_bench.config import run_id
+
+    outcomes: dict[str, Any] = {}
+    for job in jobs:
+        done = store.read_result(job.run_dir)
+        if done is not None:
+            outcomes[run_id(job.config)] = done
+    for job, value in zip(pending, values):
+        o = launch.as_outcome(job, value, registry)
+        if o.status == "failed":
+            outcomes[run_id(job.config)] = o.error or "failed"
+    rows = T.trial_rows(study, outcomes)
+    path = T.write_study(study, rows)
+    from rich.markup import escape
+
+    click.echo((study.root / "trials.md").read_text())
+    if path is None:
+        console.print(f"[red]error:[/] every trial failed (see {escape(str(study.root))}/trials.md and each run's "
+                      "error.json); fix the cause and re-run the same command.", highlight=False, soft_wrap=True)
+        ctx.exit(1)
+    console.print(f"winner overlay: {escape(str(path))}", highlight=False, soft_wrap=True)
+    if any(r["status"] != "done" for r in rows):
+        console.print("[yellow]warning:[/] some trials failed (see the table); re-run the same command to retry "
+                      "them.", highlight=False, soft_wrap=True)
+
+
 @main.command(name="list")
 @click.argument("kind", required=False)
 @click.pass_context
@@ -316,6 +450,10 @@ def list_(ctx: click.Context, kind: str | None) -> None:
                 desc += f" [dim]\\[access={comp.meta.get('access', 'black')}, " \
                         f"data-free={'yes' if comp.meta.get('data_free', True) else 'NO'}, " \
                         f"queries: {escape(str(comp.meta.get('queries', 'not declared')))}][/]"
+                space = comp.meta.get("search_space") or {}
+                if space:
+                    desc += " [dim]\\[tune: " + escape(", ".join(f"{key} ~ {next(iter(dist))}{list(next(iter(dist.values())))}"
+                                                          for key, dist in space.items())) + "][/]"
             params = "\n".join(f"{p.name}: {p.type} = {p.default!r}  {p.help}"
                                + (f" ({p.range_text()})" if p.range_text() else "")
                                + (f" (one of {', '.join(map(str, p.choices))})" if p.choices else "")

@@ -107,6 +107,8 @@ class TopLevel:
     pool_dir: str | None = param(None, "where API pools are cached (default: <cache>/pools)")
     workers: int = param(2, "worker processes for building API pools", min=1, max=1024)
     profile: str = param(DEFAULT_PROFILE, "name of the profile this config started from")
+    instance: str = param("dev", "data instance of every dataset of the scenario that has instances (glyphs): dev "
+                          "(develop and tune on it) or sealed (tables only); see docs/tuning.md")
 
 
 SECTIONS: dict[str, type] = {"train": TrainSettings, "eval": EvalSettings}
@@ -325,7 +327,41 @@ def component_params(raw: Mapping[str, Any], kind: str, registry: Any,
     if not isinstance(named, Mapping):
         raise ConfigError(f"'{kind}.{comp.name}' must be a mapping of {comp.name}'s parameters.")
     values = {**_inherited(section, kind, registry, comp), **named, **flat, **inline}
-    return comp.name, build_params(comp.params, values, f"{kind} '{comp.name}'")
+    params = build_params(comp.params, values, f"{kind} '{comp.name}'")
+    if kind == "scenario":
+        params = apply_instance(comp.name, params, str(raw.get("instance") or "dev"), registry)
+    return comp.name, params
+
+
+def apply_instance(scenario: str, params: Any, instance: str, registry: Any) -> Any:
+    """Scenario params whose datasets all select `instance`; `dev` leaves them as they are.
+
+    The instance enters each dataset's selection (``glyphs[domain=letters,instance=sealed]``),
+    so it is part of the resolved config (the run id) and dev runs keep their ids.
+    """
+    if instance == "dev":
+        return params
+    from dfml_bench.selection import parse_selection
+
+    datasets = getattr(params, "datasets", None)
+    if not isinstance(datasets, list):
+        raise ConfigError(f"scenario '{scenario}' lists no datasets, so instance '{instance}' cannot apply; "
+                          "leave instance at dev.")
+    out = []
+    for spec in datasets:
+        name, values = parse_selection(str(spec))
+        comp = registry.get("dataset", name)
+        if "instance" not in {p.name for p in describe(comp.params)}:
+            raise ConfigError(f"dataset '{comp.name}' has one fixed split and no instances, so instance "
+                              f"'{instance}' cannot apply; leave instance at dev for scenarios of real datasets.")
+        if values.get("instance", instance) != instance:
+            raise ConfigError(f"dataset '{spec}' selects instance '{values['instance']}' but instance "
+                              f"'{instance}' was set; drop one of them.")
+        values["instance"] = instance
+        build_params(comp.params, values, f"dataset '{comp.name}'")
+        items = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values.items())
+        out.append(f"{name}[{items}]")
+    return dataclasses.replace(params, datasets=out)
 
 
 def _inherited(section: Mapping[str, Any], kind: str, registry: Any, comp: Any, depth: int = 0) -> dict[str, Any]:

@@ -172,6 +172,7 @@ class ScenarioData:
     pool_spec: Any = None             # dfml_bench.pool.PoolSpec, None for a scenario without APIs
     access: str = "white"             # the most access offered: "black" (query only) or "white"
     output: str = "logits"            # API output mode: logits | probs | label
+    instance: str = "dev"             # data instance: dev (develop, tune) | sealed (tables) | standard (real data)
 
     @property
     def mixed_resolution(self) -> bool:

@@ -139,7 +139,9 @@ class RunJob:
             return Outcome(job.index, str(job.run_dir), "failed", error=record["error"])
         store.clear_failure(job.run_dir)
         state = "already done" if result.get("skipped") else f"{result['wall_time_s']:.0f}s"
-        log(f"  {job.label}: {result['accuracy']:.2f} ± {result['ci95']:.2f}  ({state}) -> {job.run_dir}")
+        score = (f"meta-val {result['accuracy']:.2f}" if result.get("kind") == "trial"
+                 else f"{result['accuracy']:.2f} ± {result['ci95']:.2f}")
+        log(f"  {job.label}: {score}  ({state}) -> {job.run_dir}")
         return Outcome(job.index, str(job.run_dir), "done", result=result)
 
 

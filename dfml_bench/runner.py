@@ -185,6 +185,9 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     events.emit("on_run_start")
 
     scenario = build_scenario(registry, resolved, env)
+    val_only = bool(resolved.get("val_only"))  # a tuning trial: the meta-test split is dropped, never read
+    if val_only:
+        scenario = without_test_splits(scenario)
     ways, shots, queries, seed = (int(resolved[k]) for k in ("ways", "shots", "queries", "seed"))
     normalizers = [Normalizer(d.mean, d.std, device) for d in scenario.datasets]
     torch.manual_seed(derive_seed("init", seed))
@@ -325,7 +328,8 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
     if best_state is not None:
         model.load_state_dict(best_state)
     per_dataset: dict[str, dict[str, float]] = {}
-    for d, norm in zip(scenario.datasets, normalizers):
+    tested = [] if val_only else list(zip(scenario.datasets, normalizers))  # trials never reach meta-test
+    for d, norm in tested:
         test_sampler = sampler(d, "test", derive_seed("test", ev["seed"], d.name), norm)
         with reporter.task(f"test {d.name}", ev["episodes"]) as advance:
             res = evaluate(model, test_sampler, ev["episodes"], ev["steps"], ev["lr"], on_episode=advance)
@@ -333,6 +337,8 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         events.emit("on_evaluation", split="test", result={"dataset": d.name, **res.as_dict()})
     accs = [r["accuracy"] for r in per_dataset.values()]
     cis = [r["ci95"] for r in per_dataset.values()]
+    if val_only:  # a trial's score is its best meta-val accuracy (no CI: the selection statistic)
+        accs, cis = [best_val], [0.0]
     result = {
         "run_id": info.run_id,
         "method": m_comp.name,
@@ -360,6 +366,8 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         "device": str(device),
         "torch": torch.__version__,
     }
+    if val_only:  # a trial result, never a table result (it lives under RESULTS/tune/, and is marked)
+        result.update(kind="trial", selection_split="val")
     save_artifacts = getattr(method, "save_artifacts", None)
     if save_artifacts is not None:
         save_artifacts(path)
@@ -392,6 +400,13 @@ def _check_finite_model(model: torch.nn.Module, it: int) -> None:
         raise NonFiniteTraining(f"training diverged: the model's weights hold NaN or infinite values at "
                                 f"meta-iteration {it}; no result is recorded. Lower the learning rates "
                                 "(train.meta_lr, the method's own), then delete this run directory to re-run it.")
+
+
+def without_test_splits(scenario: ScenarioData) -> ScenarioData:
+    """The scenario with each dataset's meta-test split removed (tuning trials): asking for it fails."""
+    datasets = [dataclasses.replace(d, splits={k: v for k, v in d.splits.items() if k != "test"})
+                for d in scenario.datasets]
+    return dataclasses.replace(scenario, datasets=datasets)
 
 
 def _load_checkpoint(path: Path, device: torch.device, expected_run: str) -> dict[str, Any] | None:

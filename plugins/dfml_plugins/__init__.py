@@ -73,6 +73,28 @@ def register_replay_strategies(register: Any) -> None:
              help="no replay: every meta-iteration queries APIs")
 
 
+META_LR = {"train.meta_lr": {"log_uniform": [1e-4, 1e-2]}}
+
+
+def search_space(method: str) -> dict[str, Any]:
+    """The settings `dfml-bench tune` searches for a built-in method (DomainBed style: 1-3 each;
+    the default of each is the tuned config's value). Keys are config paths; see docs/tuning.md."""
+    if method.startswith("bidf_mkd"):
+        return {**META_LR, f"method.{method}.patience": {"int_log_uniform": [5, 100]},
+                f"method.{method}.per_class": {"choice": [3, 6, 10]}}
+    if method in ("maml_oracle", "purer", "purer_fo"):
+        space = {**META_LR, "meta_learner.maml.inner_lr": {"log_uniform": [1e-3, 1e-1]}}
+        if method != "maml_oracle":
+            space["recoverer.deepinversion.lr"] = {"log_uniform": [0.02, 0.5]}
+        return space
+    if method == "kd":
+        return {**META_LR, "method.kd.recover_every": {"choice": [1, 5, 10, 20]},
+                "method.kd.temperature": {"choice": [1.0, 2.0, 4.0]}}
+    if method == "maml_oracle_proto":
+        return dict(META_LR)
+    return {}  # random and average: nothing to tune
+
+
 @hookimpl
 def register_methods(register: Any) -> None:
     # Metadata of every method: `access` (none / black / white / real_data), `data_free`,
@@ -81,26 +103,29 @@ def register_methods(register: Any) -> None:
     # method never opens the pool (its runs are then shared by scenarios with the same data).
     register("random", "dfml_plugins.methods.random_init:RandomInit", params=None,
              help="randomly initialised meta model, only adapted at test time (a floor)",
-             access="none", data_free=True, queries="none", uses=("architecture",), reads=("data",))
+             access="none", data_free=True, queries="none", uses=("architecture",), reads=("data",),
+             search_space=search_space("random"))
     register("maml_oracle", "dfml_plugins.methods.maml_oracle:MamlOracle", params=None,
              help="MAML on the REAL meta-train images: an upper bound, NOT data-free",
              access="real_data", data_free=False, queries="none (real images, no APIs)",
-             uses=("architecture", "meta_learner"), reads=("data",))
+             uses=("architecture", "meta_learner"), reads=("data",),
+             search_space=search_space("maml_oracle"))
     register("maml_oracle_proto", "dfml_plugins.methods.oracle_learner:OracleWithLearner",
              params=P.OracleLearnerParams,
              help="the oracle with a ProtoNet meta-learner (`learner` swaps it): upper bound, NOT data-free",
              access="real_data", data_free=False, queries="none (real images, no APIs)", uses=("architecture",),
-             reads=("data",))
+             reads=("data",), search_space=search_space("maml_oracle_proto"))
     _register_variants(register, "dfml_plugins.methods.bidf_mkd:BidfMkd", P.BIDF_MKD_VARIANTS, P.BIDF_MKD_PARAMS)
     register("average", "dfml_plugins.methods.average:AverageAPIs", params=None,
              help="parameter mean of all APIs (white-box; one architecture only, so SS)",
-             access="white", data_free=True, queries="none (reads API weights)", uses=("architecture",))
+             access="white", data_free=True, queries="none (reads API weights)", uses=("architecture",),
+             search_space=search_space("average"))
     _register_variants(register, "dfml_plugins.methods.purer:Purer", P.PURER_VARIANTS, P.PURER_PARAMS)
     register("kd", "dfml_plugins.methods.kd_distill:KDDistill", params=P.KDDistillParams,
              help="data-free multi-teacher KD of every API into the meta model over its classes; no meta-learning",
              access="black", data_free=True,
              queries="every recover_every meta-iterations: meta_batch_size x (iterations x K*per_class x (q+1) "
-                     "+ K*per_class)", uses=("architecture",))
+                     "+ K*per_class)", uses=("architecture",), search_space=search_space("kd"))
 
 
 def _register_variants(register: Any, factory: str, variants: list[P.Variant], params: dict[str, type]) -> None:
@@ -110,7 +135,8 @@ def _register_variants(register: Any, factory: str, variants: list[P.Variant], p
     for v in variants:
         queries[v.name] = v.queries or (queries[v.base] if v.base else None)
         register(v.name, factory, params=params[v.name], help=v.description(), access=v.access, data_free=True,
-                 queries=queries[v.name], uses=("architecture",), **({"base": v.base} if v.base else {}), **v.meta)
+                 queries=queries[v.name], uses=("architecture",), search_space=search_space(v.name),
+                 **({"base": v.base} if v.base else {}), **v.meta)
 
 
 @hookimpl

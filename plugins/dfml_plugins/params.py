@@ -16,7 +16,10 @@ class GlyphsParams:
     domain: str = param("letters", "which glyph domain", choices=GLYPH_DOMAINS)
     instances_per_class: int = param(60, "rendered instances (fonts x jitter) per character", min=1)
     image_size: int | None = param(None, "render size in px (default: the domain's native size)", min=8)
-    seed: int = param(0, "rendering and class-split seed (fixed across runs)")
+    seed: int = param(0, "rendering and class-split seed (fixed across runs)", min=0, max=999_999)
+    instance: str = param("dev", "dev: the rendering and class split to develop and tune on; sealed: another "
+                          "rendering and class split (seed + 1000000), for published tables only (see docs/tuning.md)",
+                          choices=("dev", "sealed"))
 
 
 @dataclass

@@ -11,19 +11,24 @@ from dfml_bench.pool import PoolSource, PoolSpec, TrainRecipe
 from dfml_bench.selection import parse_selection
 
 
-def _datasets(specs: list[str], ctx: ScenarioContext) -> list[Any]:
+def _datasets(specs: list[str], ctx: ScenarioContext) -> tuple[list[Any], str]:
+    """The scenario's datasets and their instance (a dataset without instances: "standard")."""
     if not specs:
         raise ConfigError("a scenario needs at least one dataset.")
-    out = []
+    chosen = []
     for spec in specs:
         name, values = parse_selection(spec)
         comp = ctx.registry.get("dataset", name)
-        params = build_params(comp.params, values, f"dataset '{name}'")
-        out.append(comp.load()(params, ctx.data_root, ctx.cache_dir))
+        chosen.append((comp, build_params(comp.params, values, f"dataset '{name}'")))
+    instances = [str(getattr(params, "instance", "standard")) for _, params in chosen]
+    if {"dev", "sealed"} <= set(instances):
+        raise ConfigError(f"the scenario mixes the dev and sealed instances ({specs}); give every dataset the same "
+                          "instance (--instance sets them all).")
+    out = [comp.load()(params, ctx.data_root, ctx.cache_dir) for comp, params in chosen]
     names = [d.name for d in out]
     if len(set(names)) != len(names):
         raise ConfigError(f"the scenario lists the same dataset twice: {names}.")
-    return out
+    return out, "+".join(dict.fromkeys(instances))
 
 
 def _scenario(name: str, params: Any, ctx: ScenarioContext) -> ScenarioData:
@@ -41,8 +46,9 @@ def _scenario(name: str, params: Any, ctx: ScenarioContext) -> ScenarioData:
                                            params.classes_per_api, params.pool_seed, recipe)
     if params.pool:
         spec = _pool_source(name, params.pool, ctx)
-    return ScenarioData(params.label or name, _datasets(params.datasets, ctx), pool_spec=spec,
-                        access=params.access, output=params.output)
+    datasets, instance = _datasets(params.datasets, ctx)
+    return ScenarioData(params.label or name, datasets, pool_spec=spec, access=params.access,
+                        output=params.output, instance=instance)
 
 
 def _pool_source(name: str, pool: dict[str, Any], ctx: ScenarioContext) -> PoolSource:

@@ -11,12 +11,22 @@ from dfml_plugins.glyphs.render import GlyphSpec, load_domain
 from dfml_plugins.params import GlyphsParams
 
 
+#: Render seed offset of each instance: `dev` renders with the `seed` parameter itself (the data every
+#: run used before instances existed), `sealed` with seed + 1000000 (other images and class split).
+INSTANCE_SEED_OFFSET = {"dev": 0, "sealed": 1_000_000}
+
+
+def render_seed(params: GlyphsParams) -> int:
+    """The seed the domain is rendered and split with: the instance's offset plus `seed`."""
+    return INSTANCE_SEED_OFFSET[params.instance] + params.seed
+
+
 def build_glyphs(params: GlyphsParams, data_root: Path | None, cache_dir: Path) -> FewShotDataset:
     """Render (or load from the cache) one glyph domain, split into meta-train/val/test classes.
 
     Normalisation statistics are the per-channel mean/std of the meta-train images.
     """
-    spec = GlyphSpec(domain=params.domain, seed=params.seed, instances_per_class=params.instances_per_class,
+    spec = GlyphSpec(domain=params.domain, seed=render_seed(params), instances_per_class=params.instances_per_class,
                      image_size=params.image_size)
     domain = load_domain(spec, Path(cache_dir) / "glyphs")
     splits = {}

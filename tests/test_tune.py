@@ -1,0 +1,207 @@
+"""`dfml-bench tune`: seeded random search scored on meta-val only, on the smoke profile."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from dfml_bench.cli import main
+from dfml_bench.config import build_raw_config, resolve_runs
+from dfml_bench.errors import ConfigError
+from dfml_bench.tune import VAL_ONLY, Dimension, parse_space
+
+CHEAP = ("--profile", "smoke", "--device", "cpu", "--no-progress", "--set", "train.meta_iterations=2",
+         "--set", "train.val_every=1")
+
+
+def cli(*args: str) -> "object":
+    return CliRunner().invoke(main, list(args), terminal_width=200)
+
+
+def study_dir(results: Path) -> Path:
+    (path,) = (results / "tune").iterdir()
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[Path, str]:
+    results = tmp_path_factory.mktemp("tune")
+    out = cli("tune", "--method", "maml_oracle", "--trials", "3", "--results", str(results), *CHEAP)
+    assert out.exit_code == 0, out.output
+    return results, out.output
+
+
+def test_tune_writes_every_trial_and_the_budget(study) -> None:
+    results, output = study
+    root = study_dir(results)
+    assert root.name.startswith("maml_oracle-SS-1shot-")
+    rows = list(csv.DictReader((root / "trials.csv").open()))
+    assert [r["trial"] for r in rows] == ["0", "1", "2"]
+    assert all(r["status"] == "done" and 0 <= float(r["val_acc"]) <= 100 for r in rows)
+    assert rows[0]["train.meta_lr"] == "0.001"  # trial 0 runs the config's defaults
+    assert len({(r["train.meta_lr"], r["meta_learner.maml.inner_lr"]) for r in rows}) == 3
+    md = (root / "trials.md").read_text()
+    assert "meta-val only" in md and "3 trial(s)" in md and "meta_iterations 2" in md and "profile smoke" in md
+    results_of_trials = [yaml.safe_load((d / "config.yaml").read_text()) for d in (root / "runs").iterdir()]
+    assert len(results_of_trials) == 3 and all(c[VAL_ONLY] is True for c in results_of_trials)
+    assert "meta-val" in output
+
+
+def test_winner_overlay_round_trips_into_run(study, registry) -> None:
+    results, _ = study
+    root = study_dir(results)
+    rows = list(csv.DictReader((root / "trials.csv").open()))
+    best = max(rows, key=lambda r: (float(r["val_acc"]), -int(r["trial"])))
+    overlay = root / "winner.yaml"
+    runs = resolve_runs(build_raw_config("smoke", overlay, flags={"seeds": [0]}), registry)
+    assert len(runs) == 1
+    trial_configs = {d.name: yaml.safe_load((d / "config.yaml").read_text()) for d in (root / "runs").iterdir()}
+    expected = [c for c in trial_configs.values()
+                if c["train"]["meta_lr"] == float(best["train.meta_lr"])
+                and c["meta_learner"]["params"]["inner_lr"] == float(best["meta_learner.maml.inner_lr"])]
+    assert len(expected) == 1
+    want = {k: v for k, v in expected[0].items() if k != VAL_ONLY}
+    assert runs[0] == want
+
+
+def test_rerun_skips_finished_trials_and_compare_ignores_them(study) -> None:
+    results, _ = study
+    root = study_dir(results)
+    before = {d.name: (d / "result.json").stat().st_mtime_ns for d in (root / "runs").iterdir()}
+    out = cli("tune", "--method", "maml_oracle", "--trials", "3", "--results", str(results), *CHEAP)
+    assert out.exit_code == 0, out.output
+    assert "0 to run" in out.output and "3 finished earlier" in out.output
+    assert {d.name: (d / "result.json").stat().st_mtime_ns for d in (root / "runs").iterdir()} == before
+    # trials are not table results: compare finds nothing to tabulate in a study
+    out = cli("compare", str(root))
+    assert out.exit_code != 0 and "no finished or failed runs" in out.output
+
+
+def test_more_trials_keep_the_earlier_ones() -> None:
+    dims = parse_space({"a": {"log_uniform": [1e-4, 1e-2]}, "b": {"int_log_uniform": [5, 100]},
+                        "c": {"choice": [3, 6, 10]}, "d": {"int_uniform": [0, 2]}, "e": {"uniform": [0.5, 1.5]}},
+                       "test")
+    draws = [{d.key: d.sample(random.Random(f"s/{i}")) for d in dims} for i in range(50)]
+    assert all(1e-4 <= x["a"] <= 1e-2 and 5 <= x["b"] <= 100 and x["c"] in (3, 6, 10) and x["d"] in (0, 1, 2)
+               and 0.5 <= x["e"] <= 1.5 for x in draws)
+    assert isinstance(draws[0]["b"], int) and isinstance(draws[0]["a"], float)
+    assert len({x["a"] for x in draws}) > 40  # a real spread, not one value
+    assert draws == [{d.key: d.sample(random.Random(f"s/{i}")) for d in dims} for i in range(50)]
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"train.meta_lrr": {"log_uniform": [1e-4, 1e-2]}}, "Did you mean 'meta_lr'?"),
+    ({"train.meta_lr": {"loguniform": [1e-4, 1e-2]}}, "unknown distribution 'loguniform'. Did you mean 'log_uniform'?"),
+    ({"train.meta_lr": {"log_uniform": [1e-2, 1e-4]}}, "needs [low, high] with finite numbers low < high"),
+    ({"train.meta_lr": {"log_uniform": [0, 1e-2]}}, "needs low > 0"),
+    ({"train.meta_lr": [1e-4, 1e-2]}, "must be one distribution such as"),
+    ({"train.meta_lr": {"choice": []}}, "choice needs a non-empty list"),
+    ({"traine.meta_lr": {"choice": [0.1]}}, "Did you mean 'train'?"),
+    ({"meta_learner.mamll.inner_lr": {"choice": [0.1]}}, "Did you mean 'maml'?"),
+    ({"meta_learner.maml.inner_lrr": {"choice": [0.1]}}, "Did you mean 'inner_lr'?"),
+    ({"meta_learner.maml.inner_steps": {"int_uniform": [-2, 3]}}, "is not a valid setting"),
+    ({"method.kd.temperature": {"choice": [1.0, 2.0]}}, "does not change the runs of method 'maml_oracle'"),
+    ({"seeds": {"choice": [1, 2]}}, "cannot be tuned"),
+])
+def test_bad_space_files_are_one_sentence(tmp_path, space, message) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    out = cli("tune", "--method", "maml_oracle", "--space", str(path), "--results", str(tmp_path / "r"), *CHEAP)
+    assert out.exit_code == 2, out.output
+    assert message in out.output, out.output
+    assert "Traceback" not in out.output and len(out.output.strip().splitlines()) <= 3
+    assert not (tmp_path / "r").exists()  # nothing ran
+
+
+def test_space_file_replaces_the_declared_space_and_empty_file_is_refused(tmp_path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    out = cli("tune", "--method", "maml_oracle", "--space", str(empty), *CHEAP)
+    assert out.exit_code == 2 and "declares no setting" in out.output
+    with pytest.raises(ConfigError, match="must map setting paths"):
+        parse_space([1, 2], "space")
+    assert parse_space({"x": {"choice": [1]}}, "s") == [Dimension("x", "choice", (1,))]
+
+
+def test_declared_spaces_of_builtin_methods_are_valid(registry) -> None:
+    from dfml_bench.tune import check_key, declared_space
+
+    raw = build_raw_config("smoke")
+    for name in ("bidf_mkd", "bidf_mkd_noise", "kd", "purer", "maml_oracle"):
+        dims = declared_space(registry, name)
+        assert 1 <= len(dims) <= 3, name
+        for dim in dims:
+            check_key(dim.key, raw, registry, name)
+    assert declared_space(registry, "random") == []
+
+
+def test_tune_refuses_the_sealed_instance(tmp_path) -> None:
+    out = cli("tune", "--method", "maml_oracle", "--set", "instance=sealed", "--results", str(tmp_path), *CHEAP)
+    assert out.exit_code == 2 and "dev instance only" in out.output
+
+
+TRIPWIRE = '''
+from dfml_bench import hookimpl
+from dfml_bench.data import FewShotDataset
+
+TOUCHED = []
+
+
+class Tripwire:
+    """Stands in for the meta-test split: any use of it is recorded and fails."""
+
+    def __getattr__(self, name):
+        TOUCHED.append(name)
+        raise AssertionError(f"the meta-test split was touched ({name})")
+
+
+class Guarded(FewShotDataset):
+    def split(self, name):
+        if name == "test":
+            TOUCHED.append("split('test')")
+            raise AssertionError("the meta-test split was asked for")
+        return super().split(name)
+
+
+def build(params, data_root, cache_dir):
+    from dfml_plugins.datasets.glyphs import build_glyphs
+    from dfml_plugins.params import GlyphsParams
+
+    ds = build_glyphs(GlyphsParams(instances_per_class=20), data_root, cache_dir)
+    splits = dict(ds.splits)
+    splits["test"] = Tripwire()
+    return Guarded(ds.name, splits, ds.image_size, ds.mean, ds.std)
+
+
+@hookimpl
+def register_datasets(register):
+    register("tripwire_glyphs", f"{__name__}:build", params=None, help="glyphs whose meta-test split trips")
+'''
+
+
+def test_tuning_never_touches_the_meta_test_split(tmp_path, fake_plugin) -> None:
+    import importlib
+
+    fake_plugin("tripwire", TRIPWIRE)
+    scenario = tmp_path / "guarded.yaml"
+    scenario.write_text(yaml.safe_dump({"datasets": ["tripwire_glyphs"], "architectures": ["conv4[width=8]"],
+                                        "apis_per_cell": 1, "api_epochs": 1}))
+    space = tmp_path / "space.yaml"
+    space.write_text("train.meta_lr: {log_uniform: [1.0e-4, 1.0e-2]}\n")
+    module = importlib.import_module("fake_tripwire")
+    out = cli("tune", "--method", "maml_oracle", "--scenario", str(scenario), "--trials", "2", "--space", str(space),
+              "--results", str(tmp_path / "r"), *CHEAP)
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader((study_dir(tmp_path / "r") / "trials.csv").open()))
+    assert len(rows) == 2 and all(r["status"] == "done" for r in rows)
+    assert module.TOUCHED == []
+    # the control: a table run evaluates on meta-test, so the same tripwire fires
+    out = cli("run", "--method", "maml_oracle", "--scenario", str(scenario), "--results", str(tmp_path / "runs"),
+              *CHEAP)
+    assert out.exit_code == 1 and "meta-test split" in out.output
+    assert module.TOUCHED
