@@ -36,6 +36,7 @@ COMPONENT_HOOKS: dict[str, str] = {
     "recoverer": "register_recoverers",
     "replay": "register_replay_strategies",
     "pool": "register_pools",
+    "evaluation_rule": "register_evaluation_rules",
 }
 
 
@@ -62,7 +63,9 @@ def register_methods(register: Any) -> None:
 
     Metadata keywords: ``access`` ("none", "black", "white" or "real_data"),
     ``data_free`` (bool), ``queries`` (a short text: its default use of the query budget),
-    ``uses`` (component kinds it reads, e.g. ("architecture", "meta_learner")).
+    ``uses`` (component kinds it reads, e.g. ("architecture", "meta_learner")),
+    ``evaluation`` (the name of the evaluation rule that scores its meta model on an episode;
+    default "finetune").
     """
 
 
@@ -109,6 +112,15 @@ def register_pools(register: Any) -> None:
     ``pool.info(i) -> APIInfo``, ``pool.api(i, ledger, output=..., white_box=...) -> BlackBoxAPI``
     and ``pool.close()``, like :class:`dfml_bench.pool.APIPool`, and charges ``ledger`` once per
     image queried.
+    """
+
+
+@hookspec
+def register_evaluation_rules(register: Any) -> None:
+    """Register evaluation rules: ``factory(params) -> dfml_bench.interfaces.EvaluationRule``.
+
+    A rule scores a meta model on one episode (meta-val and meta-test); a method selects it with
+    the registration keyword ``evaluation=NAME``.
     """
 
 

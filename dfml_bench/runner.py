@@ -204,12 +204,15 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
                         normalizers=normalizers, log=reporter.log)
     method = m_comp.load()(_params(m_comp, resolved["method"]["params"]), ctx)
     ev = resolved["eval"]
+    rule_name = str(ev.get("rule") or m_comp.meta.get("evaluation", "finetune"))
+    rule_comp = registry.get("evaluation_rule", rule_name)
+    rule = rule_comp.load()(_params(rule_comp, {}) if rule_comp.params is not None else None)
 
     def validate() -> float:
         accs = []
         for d, norm in zip(scenario.datasets, normalizers):
             sampler = EpisodeSampler(d.split("val"), ways, shots, queries, derive_seed("val", ev["seed"], d.name), norm)
-            accs.append(evaluate(model, sampler, train.val_episodes, ev["steps"], ev["lr"]).accuracy)
+            accs.append(evaluate(model, sampler, train.val_episodes, ev["steps"], ev["lr"], rule=rule).accuracy)
         return sum(accs) / len(accs)
 
     best_state, best_val, best_iter = None, float("-inf"), 0
@@ -268,12 +271,13 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    per_dataset: dict[str, dict[str, float]] = {}
+    per_dataset: dict[str, dict[str, Any]] = {}
     for d, norm in zip(scenario.datasets, normalizers):
         sampler = EpisodeSampler(d.split("test"), ways, shots, queries, derive_seed("test", ev["seed"], d.name), norm)
         with reporter.task(f"test {d.name}", ev["episodes"]) as advance:
-            res = evaluate(model, sampler, ev["episodes"], ev["steps"], ev["lr"], on_episode=advance)
-        per_dataset[d.name] = res.as_dict()
+            res = evaluate(model, sampler, ev["episodes"], ev["steps"], ev["lr"], on_episode=advance, rule=rule)
+        # every episode's accuracy: runs of one eval seed share their episodes, so they pair (compare --against)
+        per_dataset[d.name] = {**res.as_dict(), "episode_accuracies": res.episode_accuracies}
         events.emit("on_evaluation", split="test", result={"dataset": d.name, **res.as_dict()})
     accs = [r["accuracy"] for r in per_dataset.values()]
     cis = [r["ci95"] for r in per_dataset.values()]
@@ -281,11 +285,14 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         "run_id": info.run_id,
         "method": m_comp.name,
         "scenario": scenario.name,
+        "instance": getattr(scenario, "instance", "dev"),
         "shots": shots,
         "seed": seed,
         "profile": resolved.get("profile"),
         "access": access,
         "data_free": bool(m_comp.meta.get("data_free", access != "real_data")),
+        "evaluation": rule_name,
+        "eval_seed": ev["seed"],
         "accuracy": sum(accs) / len(accs),
         # CI of a mean of independent per-dataset estimates.
         "ci95": (sum(c * c for c in cis) ** 0.5) / len(cis),
@@ -302,6 +309,7 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
         "device": str(device),
         "torch": torch.__version__,
+        **environment_record(),
     }
     save_artifacts = getattr(method, "save_artifacts", None)
     if save_artifacts is not None:
@@ -312,6 +320,18 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         pools[0].close()
     events.emit("on_run_end", result=result)
     return result
+
+
+def environment_record() -> dict[str, Any]:
+    """What a run's numbers may depend on beyond its config (docs/statistics.md): torch's thread
+    count (it sets the order of float reductions), library versions and the platform."""
+    import platform
+
+    import numpy as np
+
+    return {"torch_threads": torch.get_num_threads(), "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "machine": platform.machine(), "deterministic": torch.are_deterministic_algorithms_enabled()}
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:

@@ -83,7 +83,8 @@ def register_methods(register: Any) -> None:
     register("maml_oracle_proto", "dfml_plugins.methods.oracle_learner:OracleWithLearner",
              params=P.OracleLearnerParams,
              help="the oracle with a ProtoNet meta-learner (`learner` swaps it): upper bound, NOT data-free",
-             access="real_data", data_free=False, queries="none (real images, no APIs)", uses=("architecture",))
+             access="real_data", data_free=False, queries="none (real images, no APIs)", uses=("architecture",),
+             evaluation="prototype")
     bidf = "dfml_plugins.methods.bidf_mkd:BidfMkd"
     for name, params, access, text, queries in (
             ("bidf_mkd", P.BidfMkdParams, "black", "BiDf-MKD: zero-order inversion, bi-level KD, boundary queries, replay",
@@ -102,7 +103,7 @@ def register_methods(register: Any) -> None:
             ("bidf_mkd_proto", P.BidfMkdProtoParams, "black", "BiDf-MKD with ProtoNet meta-learners (API and replay "
              "tasks)", zo.format("q+1"))):
         register(name, bidf, params=params, help=text, access=access, data_free=True, queries=queries,
-                 uses=("architecture",))
+                 uses=("architecture",), **({"evaluation": "prototype"} if name == "bidf_mkd_proto" else {}))
     register("average", "dfml_plugins.methods.average:AverageAPIs", params=None,
              help="parameter mean of all APIs (white-box; one architecture only, so SS)",
              access="white", data_free=True, queries="none (reads API weights)", uses=("architecture",))
@@ -119,6 +120,14 @@ def register_methods(register: Any) -> None:
              access="black", data_free=True,
              queries="every recover_every meta-iterations: meta_batch_size x (iterations x K*per_class x (q+1) "
                      "+ K*per_class)", uses=("architecture",))
+
+
+@hookimpl
+def register_evaluation_rules(register: Any) -> None:
+    register("finetune", "dfml_bench.evaluation:FinetuneRule", params=None,
+             help="SGD fine-tuning of the whole model with cross-entropy on the support set (eval.steps, eval.lr)")
+    register("prototype", "dfml_plugins.evaluation:PrototypeRule", params=None,
+             help="nearest support class mean of the model's features (ProtoNet); no fine-tuning")
 
 
 @hookimpl
