@@ -6,13 +6,14 @@ runner, so every method is measured the same way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
 import random
 import resource
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,30 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
         if done is not None:
             done["skipped"] = True
             return done
-        return _execute_locked(resolved, registry, env, path)
+        with deterministic_cpu(resolve_device(env.device)):
+            return _execute_locked(resolved, registry, env, path)
+
+
+@contextlib.contextmanager
+def deterministic_cpu(device: torch.device) -> Iterator[None]:
+    """On CPU, run with torch's deterministic algorithms (warn, never fail, for an op without one;
+    no NaN-filling of fresh buffers, which costs time and changes nothing here). With the thread
+    count fixed, a CPU run is then bit-reproducible (docs/statistics.md). Other devices are left
+    as they are: deterministic GPU kernels can be much slower."""
+    if device.type != "cpu":
+        yield
+        return
+    import torch.utils.deterministic as det
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              det.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    det.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        det.fill_uninitialized_memory = before[2]
 
 
 def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Environment, path: Path) -> dict[str, Any]:
