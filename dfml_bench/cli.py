@@ -223,8 +223,9 @@ def _environment(top: Any, results: Path, reporter: Any) -> Any:
 
 @main.command(epilog="""\b
 --against METHOD: per cell (instance, scenario, shots), each row's paired difference to METHOD
-in accuracy points, with a 95% CI from a paired bootstrap: runs of one seed see the same test
-episodes, so the per-episode differences (row - METHOD) of every seed both ran are resampled
+in accuracy points, with a 95% CI from a paired bootstrap: runs with one eval.seed (all, by
+default) see the same test episodes, so the per-episode differences (row - METHOD) of every
+seed both ran are resampled
 4000 times (seeds with replacement, then episodes with replacement; seeds sharing one episode
 set share one episode draw; seeded, so reruns agree), and the 2.5/97.5 % percentiles of the
 resampled means are the CI. A * marks a CI that excludes 0. Seeds or rows without a partner,
