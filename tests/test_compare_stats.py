@@ -177,3 +177,11 @@ def test_published_records_without_episode_lists_still_load() -> None:
     others = [r for r in rows if r["base_method"] != "maml_oracle"]
     assert others and all(r["diff"] is None and r["unpaired"] for r in others)
     assert "unpaired" in report.to_markdown(rows)
+
+
+def test_plots_keep_instances_apart() -> None:
+    from dfml_bench import plots
+
+    cells = plots._cells([record("kd", 0, None), record("kd", 0, None, instance="sealed"),
+                          record("kd", 1, None, instance="dev")])
+    assert {k: len(v) for k, v in cells.items()} == {("SS", 1): 2, ("SS-sealed", 1): 1}
