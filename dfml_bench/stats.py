@@ -81,9 +81,13 @@ def paired_bootstrap(diffs: Sequence[Sequence[float]], episode_sets: Sequence[Ha
     if len(keys) != n_seeds:
         raise ValueError("paired_bootstrap needs one episode-set key per seed")
     rng = np.random.default_rng(seed)
-    draws = {k: rng.integers(0, n_eps, size=(resamples, n_eps)) for k in dict.fromkeys(keys)}
+    # an episode draw as counts: how often each episode is picked in each resample [resamples, episodes]
+    offsets = (np.arange(resamples) * n_eps)[:, None]
+    counts = {k: np.bincount((rng.integers(0, n_eps, size=(resamples, n_eps)) + offsets).ravel(),
+                             minlength=resamples * n_eps).reshape(resamples, n_eps).astype(np.float64)
+              for k in dict.fromkeys(keys)}
     # per seed: its mean over each resample's episodes -> [resamples, seeds]
-    per_seed = np.stack([d[s][draws[k]].mean(axis=1) for s, k in enumerate(keys)], axis=1)
+    per_seed = np.stack([counts[k] @ d[s] / n_eps for s, k in enumerate(keys)], axis=1)
     picks = rng.integers(0, n_seeds, size=(resamples, n_seeds))
     means = np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
