@@ -223,14 +223,15 @@ def _environment(top: Any, results: Path, reporter: Any) -> Any:
 
 @main.command(epilog="""\b
 --against METHOD: per cell (instance, scenario, shots), each row's paired difference to METHOD
-in accuracy points, with a 95% CI from a paired bootstrap: runs with one eval.seed (all, by
-default) see the same test episodes, so the per-episode differences (row - METHOD) of every
-seed both ran are resampled
-4000 times (seeds with replacement, then episodes with replacement; seeds sharing one episode
-set share one episode draw; seeded, so reruns agree), and the 2.5/97.5 % percentiles of the
-resampled means are the CI. A * marks a CI that excludes 0. Seeds or rows without a partner,
-and records without per-episode accuracies, are reported as unpaired. With one seed the CI
-covers episode sampling only. See docs/statistics.md.""")
+in accuracy points with a 95% CI. Runs with one eval.seed (all, by default) see the same test
+episodes, so the per-episode differences (row - METHOD) of every seed both ran pair up. A
+paired bootstrap (4000 resamples, seeded: reruns agree) draws the episodes with replacement
+(one draw shared by seeds with the same episodes), then the seeds with replacement; its
+variance (seed part rescaled by S/(S-1)) gives the CI mean +- t * sd, with Student's t for the
+Satterthwaite degrees of freedom of the seed and episode parts, so 3 seeds are not treated as
+many. A * marks a CI that excludes 0. Seeds or rows without a partner, and records without
+per-episode accuracies, are reported as unpaired. With one seed the CI covers episode sampling
+only. See docs/statistics.md.""")
 @click.argument("results", type=click.Path(), default=None, required=False)
 @click.option("--results", "results_opt", type=click.Path(), default=None,
               help=f"The results directory (as for `run`; same as the positional argument) [default: {DEFAULT_RESULTS}].")

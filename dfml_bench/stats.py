@@ -64,12 +64,17 @@ def paired_bootstrap(diffs: Sequence[Sequence[float]], episode_sets: Sequence[Ha
     """Mean paired difference and its 95% CI from a two-level bootstrap over seeds and episodes.
 
     ``diffs[s][i]`` is the difference on test episode i of seed s (all seeds hold the same number
-    of episodes). Each resample draws the seeds with replacement, then the episodes with
-    replacement; seeds that were evaluated on the same episodes (equal ``episode_sets`` keys: the
-    same eval seed) share one episode draw, so a fixed episode set is resampled as one (crossed
-    design), while seeds with their own episodes draw theirs independently (nested design). The
-    interval is the 2.5 / 97.5 % percentiles of the resampled means; the generator is seeded, so
-    the same records give the same interval.
+    of episodes). Each resample draws the episodes with replacement, then the seeds with
+    replacement; seeds evaluated on the same episodes (equal ``episode_sets`` keys: the same
+    eval seed) share one episode draw, since a fixed episode set is one sample of episodes
+    (crossed design), while seeds with their own episodes draw theirs independently (nested).
+    The bootstrap variance splits into an episode part (episodes resampled, all seeds kept) and
+    a seed part (the seed draw's deviation from it, scaled by sqrt(S / (S - 1)) so that it is
+    unbiased). The interval is mean +- t * sqrt(episode part + seed part), with Student's t for
+    the Satterthwaite degrees of freedom of the two parts (the seed part has S - 1): with a few
+    seeds a plain percentile interval is too narrow (benchmarks/paired_bootstrap.py measures
+    both). With one seed only the episode part remains. The generator is seeded, so the same
+    records give the same interval.
     """
     import numpy as np
 
@@ -89,6 +94,16 @@ def paired_bootstrap(diffs: Sequence[Sequence[float]], episode_sets: Sequence[Ha
     # per seed: its mean over each resample's episodes -> [resamples, seeds]
     per_seed = np.stack([counts[k] @ d[s] / n_eps for s, k in enumerate(keys)], axis=1)
     picks = rng.integers(0, n_seeds, size=(resamples, n_seeds))
-    means = np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return PairedDifference(float(d.mean()), float(low), float(high), n_seeds, n_eps)
+    centre = per_seed.mean(axis=1)  # episodes resampled, every seed kept
+    # resampling S seeds gives their mean a variance (S-1)/S of the unbiased one: rescaled to it
+    scale = math.sqrt(n_seeds / (n_seeds - 1)) if n_seeds > 1 else 1.0
+    seed_part = scale * (np.take_along_axis(per_seed, picks, axis=1).mean(axis=1) - centre)
+    v_episodes, v_seeds = float(centre.var(ddof=1)), float(seed_part.var(ddof=1))
+    # Satterthwaite: the seed part is estimated from S - 1 degrees of freedom, the episode part from n - 1
+    if n_seeds > 1 and v_seeds > 0:
+        df = (v_seeds + v_episodes) ** 2 / (v_seeds ** 2 / (n_seeds - 1) + v_episodes ** 2 / max(n_eps - 1, 1))
+    else:
+        df = float(max(n_eps - 1, 1))
+    half = t975(max(1, int(df))) * math.sqrt(v_seeds + v_episodes)
+    mean = float(d.mean())
+    return PairedDifference(mean, mean - half, mean + half, n_seeds, n_eps)

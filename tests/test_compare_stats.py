@@ -80,15 +80,18 @@ def test_a_known_difference_is_found_and_a_null_one_is_not() -> None:
 
 
 def test_bootstrap_resamples_seeds_and_shared_episodes() -> None:
-    # per-seed offsets only: with seeds resampled the interval spans the seeds' spread
-    spread = paired_bootstrap([[1.0] * 50, [3.0] * 50, [5.0] * 50], [0, 0, 0], resamples=2000)
-    assert spread.diff == pytest.approx(3.0) and spread.low < 2.5 and spread.high > 3.5
-    # identical episode effects in every seed: a shared episode set is resampled as one (crossed),
-    # so its variance is not divided by the number of seeds as independent episode sets would be
+    import math
+
+    # seed offsets only (every episode alike): the interval is Student's t over the 3 seeds' means
+    spread = paired_bootstrap([[1.0] * 50, [3.0] * 50, [5.0] * 50], [0, 0, 0], resamples=4000)
+    assert spread.diff == pytest.approx(3.0)
+    assert spread.half_width == pytest.approx(4.303 * 2.0 / math.sqrt(3), rel=0.1)
+    # the same episode effects in every seed: a shared episode set is one sample of episodes, so
+    # three such seeds know no more than one (crossed design)
     eps = [float(i % 7) - 3.0 for i in range(70)]
-    crossed = paired_bootstrap([eps, eps, eps], [0, 0, 0], resamples=2000)
-    nested = paired_bootstrap([eps, eps, eps], [0, 1, 2], resamples=2000)
-    assert crossed.half_width > 1.4 * nested.half_width
+    one = paired_bootstrap([eps], [0], resamples=2000)
+    assert paired_bootstrap([eps, eps, eps], [0, 0, 0], resamples=2000).half_width == pytest.approx(one.half_width)
+    assert one.half_width == pytest.approx(1.96 * 2.0 / math.sqrt(70), rel=0.1)  # sd of eps: 2
 
 
 def test_seeds_and_rows_without_a_partner_are_reported_not_dropped() -> None:
