@@ -366,7 +366,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
 
 def to_latex(rows: list[dict[str, Any]]) -> str:
     header, body = wide(rows, ("\\textbf{", "}"))
-    esc = [[c.replace("±", "$\\pm$").replace("Δ", "$\\Delta$").replace("_", "\\_") for c in r]
+    esc = [[c.replace("±", "$\\pm$").replace("Δ", "$\\Delta$").replace("_", "\\_").replace("%", "\\%") for c in r]
            for r in [header] + body]
     lines = ["\\begin{tabular}{l" + "c" * (len(header) - 1) + "}", "\\toprule", " & ".join(esc[0]) + " \\\\",
              "\\midrule"] + [" & ".join(r) + " \\\\" for r in esc[1:]] + ["\\bottomrule", "\\end{tabular}"]
