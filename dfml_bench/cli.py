@@ -225,8 +225,20 @@ def _environment(top: Any, results: Path, reporter: Any) -> Any:
                        workers=top.workers)
 
 
-@main.command()
-@click.argument("results", type=click.Path(), default=DEFAULT_RESULTS, required=False)
+@main.command(epilog="""\b
+--against METHOD: per cell (instance, scenario, shots), each row's paired difference to METHOD
+in accuracy points with a 95% CI. Runs with one eval.seed (all, by default) see the same test
+episodes, so the per-episode differences (row - METHOD) of every seed both ran pair up. A
+paired bootstrap (4000 resamples, seeded: reruns agree) draws the episodes with replacement
+(one draw shared by seeds with the same episodes), then the seeds with replacement; its
+variance (seed part rescaled by S/(S-1)) gives the CI mean +- t * sd, with Student's t for the
+Satterthwaite degrees of freedom of the seed and episode parts, so 3 seeds are not treated as
+many. A * marks a CI that excludes 0. Seeds or rows without a partner, and records without
+per-episode accuracies, are reported as unpaired. With one seed the CI covers episode sampling
+only. See docs/statistics.md.""")
+@click.argument("results", type=click.Path(), default=None, required=False)
+@click.option("--results", "results_opt", type=click.Path(), default=None,
+              help=f"The results directory (as for `run`; same as the positional argument) [default: {DEFAULT_RESULTS}].")
 @click.option("--format", "fmt", type=click.Choice(["rich", "md", "csv", "latex", "html"]), default="rich",
               show_default=True, help="html: one self-contained page, the table and the plots embedded.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the table to this file.")
@@ -237,13 +249,19 @@ def _environment(top: Any, results: Path, reporter: Any) -> Any:
 @click.option("--gap", "gap", metavar="FLOOR:CEILING",
               help="Also give each cell the gap it closes, 100 (acc - FLOOR) / (CEILING - FLOOR), e.g. "
                    "random:maml_oracle.")
-def compare(results: str, fmt: str, output: str | None, plot_dir: str | None, methods: tuple[str, ...],
-            gap: str | None) -> None:
-    """Summarise finished runs: mean ± 95% CI per method x scenario x shot; failed runs show as FAILED."""
+@click.option("--against", "against", metavar="METHOD",
+              help="Also give each cell its paired difference to METHOD with a 95% paired bootstrap CI "
+                   "(see below).")
+def compare(results: str | None, results_opt: str | None, fmt: str, output: str | None, plot_dir: str | None,
+            methods: tuple[str, ...], gap: str | None, against: str | None) -> None:
+    """Summarise finished runs: mean ± 95% CI and median API queries per method x instance x scenario x
+    shot; failed runs show as FAILED."""
     from dfml_bench import report, store
     from dfml_bench.errors import ConfigError
 
-    root = Path(results)
+    if results is not None and results_opt is not None and Path(results) != Path(results_opt):
+        raise ConfigError(f"two results directories given ('{results}' and --results '{results_opt}'); pass one.")
+    root = Path(results or results_opt or DEFAULT_RESULTS)
     if not root.exists():
         raise DfmlError(f"results directory '{root}' does not exist; run `dfml-bench run` first or pass the right path.")
     from dfml_bench.config import with_current_defaults
@@ -261,6 +279,8 @@ def compare(results: str, fmt: str, output: str | None, plot_dir: str | None, me
         if not (sep and floor.strip() and ceiling.strip()):
             raise ConfigError(f"--gap takes FLOOR:CEILING, two method names (e.g. random:maml_oracle), not '{gap}'.")
         report.add_gap_closed(rows, floor.strip(), ceiling.strip())
+    if against is not None:
+        report.add_paired_differences(rows, finished, against.strip())
     if methods:
         rows = report.select_methods(rows, _split(methods) or [])
     if fmt == "html" or plot_dir:
@@ -449,6 +469,7 @@ def list_(ctx: click.Context, kind: str | None) -> None:
             if k == "method":  # what it needs and spends, so no oracle or white-box row passes for black-box
                 desc += f" [dim]\\[access={comp.meta.get('access', 'black')}, " \
                         f"data-free={'yes' if comp.meta.get('data_free', True) else 'NO'}, " \
+                        f"evaluation={escape(str(comp.meta.get('evaluation', 'finetune')))}, " \
                         f"queries: {escape(str(comp.meta.get('queries', 'not declared')))}][/]"
                 space = comp.meta.get("search_space") or {}
                 if space:

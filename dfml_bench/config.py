@@ -436,6 +436,10 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
                 base["data"] = fingerprints[s_name]
             if reads != READS:  # a method that never opens the pool: runs shared across scenarios
                 base["reads"] = list(reads)
+            rule = str(comp.meta.get("evaluation", "finetune"))
+            registry.get("evaluation_rule", rule)  # an unknown rule fails here, before any run starts
+            if rule != "finetune":  # in the run key, so a rule's records never stand in for another's
+                base["eval"] = {**sections["eval"], "rule": rule}
             for shots in top.shots:
                 for seed in top.seeds:
                     run = copy.deepcopy(base)

@@ -1,16 +1,22 @@
-"""Test-time adaptation and the evaluation protocol (PROTOCOL.md section 9).
+"""Test-time adaptation and the evaluation protocol (docs/protocol.md).
 
-Every method is evaluated the same way: the meta model is fine-tuned with plain SGD on
-each episode's support set (first order: no graph is kept, see defect 10 of the
-reference) and scored on the query set. Accuracy in %, 95% CI = 1.96 * s / sqrt(n) with
-the sample standard deviation s.
+Each episode is scored by the method's evaluation rule (an ``evaluation_rule`` component):
+``finetune``, the default, fine-tunes the meta model with plain SGD on the support set (first
+order: no graph is kept) and scores the query set; ``prototype`` classifies queries by the
+nearest support class mean of the model's features. Every rule sees the same episodes.
+Accuracy in %, 95% CI = 1.96 * s / sqrt(n) with the sample standard deviation s; the accuracy
+of every episode is kept, so two runs can be compared episode by episode.
+
+On CPU the episode's tensors and the model's 4-d weights are put in channels-last layout,
+which makes convolutions faster (benchmarks/README.md); results equal those of the default
+layout up to float rounding.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,49 +24,23 @@ from torch import nn
 from torch.func import functional_call
 
 from dfml_bench.data import EpisodeSampler, Task
-from dfml_bench.interfaces import Params
+from dfml_bench.interfaces import EvaluationRule, Params
+from dfml_bench.stats import mean_ci95, t975
 
-
-# Student's t, 97.5 % quantile, for 1..30 degrees of freedom
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
-
-
-def t975(df: int) -> float:
-    """Student's t 97.5 % quantile: tabulated to 30 degrees of freedom, then the Cornish-Fisher
-    expansion around 1.96 (within 1e-3 of the exact value)."""
-    if df < 1:
-        raise ValueError("t975 needs at least one degree of freedom")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-
-def mean_ci95(values: Sequence[float], *, student_t: bool = False) -> tuple[float, float]:
-    """Mean and half-width of the 95% CI, q * sample std / sqrt(n) (0 for n < 2), with q = 1.96
-    (normal: the protocol's CI over hundreds of episodes) or, with `student_t`, Student's t
-    quantile for n - 1 degrees of freedom (a handful of seeds: 12.71 for 2, 4.30 for 3)."""
-    n = len(values)
-    if n == 0:
-        raise ValueError("mean_ci95 needs at least one value")
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, (t975(n - 1) if student_t else 1.96) * math.sqrt(var) / math.sqrt(n)
+__all__ = ["EvalResult", "FinetuneRule", "episode_accuracy", "evaluate", "finetune", "mean_ci95", "t975"]
 
 
 @dataclasses.dataclass
 class EvalResult:
-    """Accuracy (%) over episodes with its 95% CI."""
+    """Accuracy (%) over episodes with its 95% CI, and each episode's accuracy."""
 
     accuracy: float
     ci95: float
     episodes: int
+    episode_accuracies: list[float] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, float]:
+        """The summary (without the per-episode list)."""
         return {"accuracy": self.accuracy, "ci95": self.ci95, "episodes": self.episodes}
 
 
@@ -75,23 +55,58 @@ def finetune(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
     return {k: v.detach() for k, v in fast.items()}
 
 
-def episode_accuracy(model: nn.Module, params: Params, task: Task, steps: int, lr: float) -> float:
-    """Fine-tune on the support set, return query accuracy in %."""
-    fast = finetune(model, params, task.support_x, task.support_y, steps, lr)
-    with torch.no_grad():
-        pred = functional_call(model, fast, (task.query_x,)).argmax(dim=1)
+class FinetuneRule(EvaluationRule):
+    """Fine-tune the whole model with cross-entropy on the support set (`steps` SGD steps of
+    size `lr`), then predict the query set's argmax."""
+
+    def __init__(self, params: Any = None) -> None:
+        del params  # no parameters: the eval section's steps and lr drive it
+
+    def predict(self, model: nn.Module, params: Params, task: Task, *, steps: int, lr: float) -> torch.Tensor:
+        fast = finetune(model, params, task.support_x, task.support_y, steps, lr)
+        with torch.no_grad():
+            return functional_call(model, fast, (task.query_x,)).argmax(dim=1)
+
+
+def episode_accuracy(model: nn.Module, params: Params, task: Task, steps: int, lr: float,
+                     rule: EvaluationRule | None = None) -> float:
+    """Query accuracy in % of one episode under `rule` (default: fine-tuning)."""
+    pred = (rule or FinetuneRule()).predict(model, params, task, steps=steps, lr=lr)
     return 100.0 * (pred == task.query_y).float().mean().item()
 
 
+def _cl(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+def channels_last(params: Params) -> Params:
+    """The weights with every 4-d tensor (convolution kernels) in channels-last layout."""
+    return {k: _cl(v) for k, v in params.items()}
+
+
+def channels_last_task(task: Task) -> Task:
+    """The episode with its images in channels-last layout."""
+    return dataclasses.replace(task, support_x=_cl(task.support_x), query_x=_cl(task.query_x))
+
+
 def evaluate(model: nn.Module, sampler: EpisodeSampler, episodes: int, steps: int, lr: float,
-             on_episode: Callable[[], None] | None = None) -> EvalResult:
-    """Evaluate the model's current parameters on `episodes` episodes of `sampler`."""
-    model.train()  # BatchNorm uses the current batch's statistics (PROTOCOL.md section 3)
+             on_episode: Callable[[], None] | None = None, rule: EvaluationRule | None = None,
+             layout: str = "auto") -> EvalResult:
+    """Evaluate the model's current parameters on `episodes` episodes of `sampler` under `rule`
+    (default: fine-tuning). `layout`: "channels_last", "contiguous", or "auto" (channels-last
+    on CPU, where it is faster, the default layout elsewhere)."""
+    model.train()  # BatchNorm uses the current batch's statistics (docs/protocol.md)
+    rule = rule or FinetuneRule()
     params = {k: v.detach() for k, v in model.named_parameters()}
+    device = next(iter(params.values())).device if params else torch.device("cpu")
+    use_cl = layout == "channels_last" or (layout == "auto" and device.type == "cpu")
+    if use_cl:
+        params = channels_last(params)
     accs = []
     for i in range(episodes):
-        accs.append(episode_accuracy(model, params, sampler.episode(i), steps, lr))
+        task = sampler.episode(i)
+        accs.append(episode_accuracy(model, params, channels_last_task(task) if use_cl else task, steps, lr, rule))
         if on_episode is not None:
             on_episode()
     mean, ci = mean_ci95(accs)
-    return EvalResult(mean, ci, episodes)
+    return EvalResult(mean, ci, episodes, accs)

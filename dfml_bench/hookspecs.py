@@ -36,6 +36,7 @@ COMPONENT_HOOKS: dict[str, str] = {
     "recoverer": "register_recoverers",
     "replay": "register_replay_strategies",
     "pool": "register_pools",
+    "evaluation_rule": "register_evaluation_rules",
 }
 
 
@@ -70,6 +71,8 @@ def register_methods(register: Any) -> None:
     ``reads`` (what of a scenario it reads: ("data",) or ("data", "pool"), the default). A method
     that declares ("data",) must never open the pool: its run id then leaves the pool's settings
     out, so scenarios that share their datasets share its runs (each shows it in its cells).
+    ``evaluation`` (the name of the evaluation rule that scores its meta model on an episode;
+    default "finetune").
     """
 
 
@@ -116,6 +119,15 @@ def register_pools(register: Any) -> None:
     ``pool.info(i) -> APIInfo``, ``pool.api(i, ledger, output=..., white_box=...) -> BlackBoxAPI``
     and ``pool.close()``, like :class:`dfml_bench.pool.APIPool`, and charges ``ledger`` once per
     image queried.
+    """
+
+
+@hookspec
+def register_evaluation_rules(register: Any) -> None:
+    """Register evaluation rules: ``factory(params) -> dfml_bench.interfaces.EvaluationRule``.
+
+    A rule scores a meta model on one episode (meta-val and meta-test); a method selects it with
+    the registration keyword ``evaluation=NAME``.
     """
 
 

@@ -45,6 +45,24 @@ class MetaLearner(abc.ABC):
         """Adapt on the task's support set; return the loss and accuracy on its query set."""
 
 
+class EvaluationRule(abc.ABC):
+    """How a meta model is scored on one episode (meta-val and meta-test alike).
+
+    A method selects its rule by name with the registration keyword ``evaluation`` (default
+    ``finetune``). The runner samples the episodes and counts correct query predictions, so
+    every rule sees the same episodes; the model is in train mode (BatchNorm uses the batch).
+    """
+
+    @abc.abstractmethod
+    def predict(self, model: nn.Module, params: Params, task: Task, *, steps: int, lr: float) -> torch.Tensor:
+        """Predicted labels [Q] of the task's query images, using its labelled support set.
+
+        `params` are the meta model's detached parameters (never modify them in place); `steps`
+        and `lr` are the ``eval`` section's fine-tuning settings, which rules that do not
+        fine-tune ignore.
+        """
+
+
 #: Per-row loss on API outputs: loss_fn(inputs [N,C,H,W], scores [N,K], sample index [N]) -> [N].
 PerSampleLoss = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 

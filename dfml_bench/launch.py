@@ -187,12 +187,14 @@ def failure_record(job: Job, exc: BaseException, registry: Any = None, seconds: 
         "error_type": type(exc).__name__,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_time_s": seconds,
+        "instance": str(c["scenario"].get("params", {}).get("instance") or "dev"),
     }
     if registry is not None:
         try:
             meta = registry.get("method", c["method"]["name"]).meta
             access = meta.get("access", "black")
-            record.update(access=access, data_free=bool(meta.get("data_free", access != "real_data")))
+            record.update(access=access, data_free=bool(meta.get("data_free", access != "real_data")),
+                          evaluation=str(meta.get("evaluation", "finetune")))
         except DfmlError:
             pass
     return record

@@ -64,8 +64,10 @@ def _label(r: Mapping[str, Any]) -> str:
 
 def _cells(results: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], list[Mapping[str, Any]]]:
     cells: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
-    for r in results:
-        cells.setdefault((str(r["scenario"]), int(r["shots"])), []).append(r)
+    for r in results:  # runs of another data instance than `dev` get figures of their own
+        instance = str(r.get("instance") or "dev")
+        scenario = str(r["scenario"]) if instance == "dev" else f"{r['scenario']}-{instance}"
+        cells.setdefault((scenario, int(r["shots"])), []).append(r)
     return dict(sorted(cells.items()))
 
 

@@ -1,13 +1,18 @@
-"""Summary tables of finished runs: mean +- 95% CI per method x scenario x shot.
+"""Summary tables of finished runs: mean +- 95% CI per method x instance x scenario x shot.
 
 Across seeds the cell is the mean of the per-seed accuracies; its CI is the per-run
-episode CI for a single seed, and 1.96 * sample std / sqrt(n) across seeds otherwise.
+episode CI (1.96 * s / sqrt(episodes)) for a single seed, and Student's t quantile for n - 1
+degrees of freedom times the sample std over the n seeds / sqrt(n) otherwise. Runs on
+different data instances (result key ``instance``, "dev" when absent) are never pooled.
+Each cell also gives the median API queries over its seeds.
 The best data-free cell of each column is marked; non-data-free rows (oracles) carry a
 marker and are never marked best, so nobody mistakes an upper bound for a result.
 Failed runs (``error.json``, see `store.iter_failures`) are counted per cell: a cell whose
 runs all failed reads FAILED, not blank, and a partly failed cell says how many failed.
 Optionally each cell also gives the gap it closes between a floor and a ceiling method
-(`add_gap_closed`), e.g. (bidf_mkd - random) / (maml_oracle - random).
+(`add_gap_closed`), e.g. (bidf_mkd - random) / (maml_oracle - random), and its paired
+difference to a reference method with a bootstrap CI (`add_paired_differences`,
+docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dfml_bench.errors import ConfigError
-from dfml_bench.evaluation import mean_ci95
+from dfml_bench.stats import mean_ci95, paired_bootstrap
 
 ACCESS_MARK = {"real_data": " (oracle: real data)", "white": " (white-box)", "black": "", "none": ""}
 
@@ -83,55 +88,76 @@ def label_variants(results: list[dict[str, Any]], configs: Mapping[str, Mapping[
                 r["method"] = f"{r['base_method']} [{short}]"
 
 
-def _natural(key: tuple[str, str, int]) -> tuple[list[Any], str, int]:
+Cell = tuple[str, str, int]  # (instance, scenario, shots)
+
+
+def instance_of(result: Mapping[str, Any]) -> str:
+    """The data instance a run used ("dev" for records made before instances were recorded)."""
+    return str(result.get("instance") or "dev")
+
+
+def _natural(key: tuple[str, str, str, int]) -> tuple[list[Any], str, str, int]:
     """Sort key: numbers inside method labels compare as numbers ('q=5' before 'q=10')."""
     parts = re.split(r"(\d+)", key[0])
-    return [int(p) if i % 2 else p for i, p in enumerate(parts)], key[1], key[2]
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)], key[1], key[2], key[3]
+
+
+def _key(r: Mapping[str, Any]) -> tuple[str, str, str, int]:
+    return (str(r["method"]), instance_of(r), str(r["scenario"]), int(r["shots"]))
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
 
 
 def aggregate(results: Iterable[Mapping[str, Any]],
               failures: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
-    """One row per (method, scenario, shots) with mean, CI, seeds, queries, wall time and the
-    number of failed runs; a cell with only failed runs has ``accuracy`` None."""
-    groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
+    """One row per (method, instance, scenario, shots) with mean, CI, seeds, median queries,
+    wall time, evaluation rule and the number of failed runs; a cell with only failed runs has
+    ``accuracy`` None."""
+    groups: dict[tuple[str, str, str, int], list[Mapping[str, Any]]] = {}
     for r in results:
-        groups.setdefault((r["method"], r["scenario"], int(r["shots"])), []).append(r)
-    failed: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
+        groups.setdefault(_key(r), []).append(r)
+    failed: dict[tuple[str, str, str, int], list[Mapping[str, Any]]] = {}
     for f in failures:
-        failed.setdefault((f["method"], f["scenario"], int(f["shots"])), []).append(f)
+        failed.setdefault(_key(f), []).append(f)
     rows = []
     for key in sorted(set(groups) | set(failed), key=_natural):
-        method, scenario, shots = key
+        method, instance, scenario, shots = key
         runs, lost = groups.get(key, []), failed.get(key, [])
+        first = (runs or lost)[0]
+        row: dict[str, Any] = {"method": method, "base_method": first.get("base_method", method),
+                               "instance": instance, "scenario": scenario, "shots": shots,
+                               "access": first.get("access", "black"), "data_free": bool(first.get("data_free", True)),
+                               "evaluation": first.get("evaluation", "finetune"), "failed": len(lost)}
         if not runs:
-            rows.append({"method": method, "base_method": lost[0].get("base_method", method),
-                         "scenario": scenario, "shots": shots, "accuracy": None, "ci95": None,
-                         "seeds": 0, "failed": len(lost), "access": lost[0].get("access", "black"),
-                         "data_free": bool(lost[0].get("data_free", True)), "queries": None, "wall_time_s": None})
+            rows.append({**row, "accuracy": None, "ci95": None, "seeds": 0, "queries": None, "wall_time_s": None})
             continue
         accs = [float(r["accuracy"]) for r in runs]
         # over seeds: Student's t (a few runs); one run keeps its CI over the test episodes
         mean, ci = mean_ci95(accs, student_t=True) if len(accs) > 1 else (accs[0], float(runs[0]["ci95"]))
-        rows.append({"method": method, "base_method": runs[0].get("base_method", method),
-                     "scenario": scenario, "shots": shots, "accuracy": mean, "ci95": ci,
-                     "seeds": len(runs), "failed": len(lost), "access": runs[0].get("access", "black"),
-                     "data_free": bool(runs[0].get("data_free", True)),
-                     "queries": sum(int(r.get("queries", 0)) for r in runs) / len(runs),
+        rows.append({**row, "accuracy": mean, "ci95": ci, "seeds": len(runs),
+                     "queries": _median([float(r.get("queries", 0)) for r in runs]),
                      "wall_time_s": sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs)})
     mark_best(rows)
     return rows
 
 
+def _cell_of(row: Mapping[str, Any]) -> Cell:
+    return (instance_of(row), str(row["scenario"]), int(row["shots"]))
+
+
 def mark_best(rows: list[dict[str, Any]]) -> None:
-    """Set each row's ``best``: the highest data-free accuracy of its (scenario, shots) column."""
-    best: dict[tuple[str, int], float] = {}
+    """Set each row's ``best``: the highest data-free accuracy of its (instance, scenario, shots) column."""
+    best: dict[Cell, float] = {}
     for row in rows:
         if row["data_free"] and row["accuracy"] is not None:
-            key = (row["scenario"], row["shots"])
-            best[key] = max(best.get(key, float("-inf")), row["accuracy"])
+            best[_cell_of(row)] = max(best.get(_cell_of(row), float("-inf")), row["accuracy"])
     for row in rows:
         row["best"] = (row["data_free"] and row["accuracy"] is not None
-                       and row["accuracy"] == best.get((row["scenario"], row["shots"])))
+                       and row["accuracy"] == best.get(_cell_of(row)))
 
 
 def select_methods(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
@@ -150,30 +176,134 @@ def _base(row: Mapping[str, Any]) -> str:
     return str(row.get("base_method", row["method"]))
 
 
-def add_gap_closed(rows: list[dict[str, Any]], floor: str, ceiling: str) -> None:
-    """Set each row's ``gap_closed``: 100 (acc - floor) / (ceiling - floor), within its (scenario,
-    shots) column, where both reference methods have a result there and differ (else None)."""
+def _reference(rows: list[dict[str, Any]], name: str, option: str) -> str:
+    """The row label that a reference method name stands for (a base name: its only variant)."""
     labels = {r["method"] for r in rows}
-    for name in (floor, ceiling):  # a base name stands for its only variant
-        variants = {r["method"] for r in rows if _base(r) == name}
-        if name not in labels and len(variants) > 1:
-            raise ConfigError(f"--gap: '{name}' has several configurations here ({', '.join(sorted(variants))}); "
-                              "name one of them.")
-    floor, ceiling = (next((r["method"] for r in rows if name in (r["method"], _base(r))), name)
-                      for name in (floor, ceiling))
-    acc = {(r["method"], r["scenario"], r["shots"]): r["accuracy"] for r in rows}
+    variants = {r["method"] for r in rows if _base(r) == name}
+    if name not in labels and len(variants) > 1:
+        raise ConfigError(f"{option}: '{name}' has several configurations here ({', '.join(sorted(variants))}); "
+                          "name one of them.")
+    return next((r["method"] for r in rows if name in (r["method"], _base(r))), name)
+
+
+def add_gap_closed(rows: list[dict[str, Any]], floor: str, ceiling: str) -> None:
+    """Set each row's ``gap_closed``: 100 (acc - floor) / (ceiling - floor), within its (instance,
+    scenario, shots) column, where both reference methods have a result there and differ (else None)."""
+    floor, ceiling = (_reference(rows, name, "--gap") for name in (floor, ceiling))
+    acc = {(r["method"], *_cell_of(r)): r["accuracy"] for r in rows}
     for name in (floor, ceiling):
-        if not any(m == name and a is not None for (m, _, _), a in acc.items()):
+        if not any(m == name and a is not None for (m, *_), a in acc.items()):
             raise ConfigError(f"--gap needs results of '{name}' in these results; run it first or name "
                               "another method.")
     for r in rows:
-        lo, hi = acc.get((floor, r["scenario"], r["shots"])), acc.get((ceiling, r["scenario"], r["shots"]))
+        lo, hi = acc.get((floor, *_cell_of(r))), acc.get((ceiling, *_cell_of(r)))
         ok = None not in (lo, hi, r["accuracy"]) and hi != lo and r["method"] not in (floor, ceiling)
         r["gap_closed"] = 100.0 * (r["accuracy"] - lo) / (hi - lo) if ok else None
 
 
-def columns(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
-    return sorted({(r["scenario"], r["shots"]) for r in rows}, key=lambda c: (c[0], c[1]))
+def _episode_matrix(run: Mapping[str, Any]) -> dict[str, list[float]] | None:
+    """A run's per-dataset episode accuracies, or None for a record without them."""
+    per = run.get("per_dataset")
+    if not isinstance(per, Mapping) or not per:
+        return None
+    out = {}
+    for name, entry in per.items():
+        eps = entry.get("episode_accuracies") if isinstance(entry, Mapping) else None
+        if not eps:
+            return None
+        out[str(name)] = [float(a) for a in eps]
+    return out
+
+
+def add_paired_differences(rows: list[dict[str, Any]], results: Iterable[Mapping[str, Any]], against: str, *,
+                           resamples: int = 4000, seed: int = 0) -> None:
+    """Set each row's paired difference to the `against` method in its (instance, scenario,
+    shots) column: ``diff`` (mean over paired seeds and episodes of row - reference, points),
+    ``diff_low`` / ``diff_high`` (95% paired bootstrap interval, docs/statistics.md),
+    ``diff_ci95`` (its half-width), ``significant`` (the interval excludes 0), ``paired_seeds``,
+    and ``unpaired`` (why seeds or the whole row have no partner), so nothing is silently dropped.
+    Runs pair by seed when they were evaluated on the same episodes (same eval seed, datasets
+    and episode count); the reference row itself gets ``diff`` None and ``unpaired`` "reference"."""
+    results = list(results)
+    ref = _reference(rows, against, "--against")
+    if not any(r["method"] == ref for r in results):
+        raise ConfigError(f"--against needs finished runs of '{against}' in these results; run it first or "
+                          "name another method.")
+    runs: dict[tuple[str, str, str, int], dict[int, Mapping[str, Any]]] = {}
+    for r in results:
+        runs.setdefault(_key(r), {})[int(r.get("seed", 0))] = r
+    for row in rows:
+        row.update(diff=None, diff_low=None, diff_high=None, diff_ci95=None, significant=None, paired_seeds=0,
+                   unpaired=None)
+        if row["method"] == ref:
+            row["unpaired"] = "reference"
+            continue
+        mine, theirs = runs.get(_key(row), {}), runs.get((ref, *_cell_of(row)), {})
+        if not mine:
+            row["unpaired"] = "no finished runs"
+            continue
+        if not theirs:
+            row["unpaired"] = f"no {ref} runs in this cell"
+            continue
+        diffs, keys, notes = [], [], []
+        for s in sorted(set(mine) | set(theirs)):
+            if s not in theirs:
+                notes.append(f"seed {s}: no {ref} run")
+                continue
+            if s not in mine:
+                notes.append(f"seed {s}: only {ref} ran")
+                continue
+            a, b = _episode_matrix(mine[s]), _episode_matrix(theirs[s])
+            if a is None or b is None:
+                notes.append(f"seed {s}: no per-episode records")
+                continue
+            ev_a, ev_b = mine[s].get("eval_seed", 0), theirs[s].get("eval_seed", 0)
+            if a.keys() != b.keys() or ev_a != ev_b or any(len(a[k]) != len(b[k]) for k in a):
+                notes.append(f"seed {s}: different test episodes")
+                continue
+            n = len(next(iter(a.values())))
+            if any(len(v) != n for v in a.values()) or (diffs and n != len(diffs[0])):
+                notes.append(f"seed {s}: episode count differs from the other seeds")
+                continue
+            # per episode: the mean over the scenario's datasets, as the run's accuracy averages them
+            diffs.append([sum(a[k][i] - b[k][i] for k in a) / len(a) for i in range(n)])
+            keys.append(ev_a)
+        if notes:
+            row["unpaired"] = "; ".join(notes)
+        if diffs:
+            res = paired_bootstrap(diffs, keys, resamples=resamples, seed=seed)
+            row.update(diff=res.diff, diff_low=res.low, diff_high=res.high, diff_ci95=res.half_width,
+                       significant=res.significant, paired_seeds=res.seeds)
+
+
+def columns(rows: list[dict[str, Any]]) -> list[Cell]:
+    return sorted({_cell_of(r) for r in rows})
+
+
+def format_count(value: float | None) -> str:
+    """A query count in a few characters: 0, 748, 52.1k, 1.36M."""
+    if value is None:
+        return "-"
+    v = float(value)
+    if v < 1000:
+        return f"{v:.0f}"
+    if v < 1e6:
+        return f"{v / 1e3:.1f}k"
+    return f"{v / 1e6:.2f}M"
+
+
+def _diff_text(row: Mapping[str, Any]) -> str:
+    if "unpaired" not in row:
+        return ""
+    if row["unpaired"] == "reference":
+        return " (ref.)"
+    text = ""
+    if row.get("diff") is not None:
+        mark = "*" if row["significant"] else ""
+        text = f" (Δ {row['diff']:+.2f} [{row['diff_low']:+.2f}, {row['diff_high']:+.2f}]{mark})"
+    if row.get("unpaired"):
+        text += f" (unpaired: {row['unpaired']})"
+    return text
 
 
 def _cell(row: Mapping[str, Any] | None, bold: tuple[str, str]) -> str:
@@ -186,47 +316,81 @@ def _cell(row: Mapping[str, Any] | None, bold: tuple[str, str]) -> str:
     text = f"{bold[0]}{text}{bold[1]}" if row["best"] else text
     if row.get("gap_closed") is not None:
         text += f" (gap {row['gap_closed']:.1f}%)"
+    text += _diff_text(row)
     return text + (f" ({lost} failed)" if lost else "")
 
 
-def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], list[list[str]]]:
-    """Header and body of the method x (scenario, shot) table."""
-    cols = columns(rows)
-    index = {(r["method"], r["scenario"], r["shots"]): r for r in rows}
-    methods = list(dict.fromkeys(r["method"] for r in rows))  # aggregate's order, or select_methods'
+def row_label(row: Mapping[str, Any]) -> str:
+    """A row's method label with its access marker and, unless it fine-tunes, its evaluation rule."""
+    rule = row.get("evaluation", "finetune")
+    return (str(row["method"]) + ACCESS_MARK.get(row["access"], "")
+            + ("" if rule == "finetune" else f" (eval: {rule})"))
 
-    access = {r["method"]: r["access"] for r in rows}
-    header = ["method"] + [f"{s} {k}-shot" for s, k in cols]
-    body = [[m + ACCESS_MARK.get(access[m], "")] + [_cell(index.get((m, s, k)), bold) for s, k in cols]
-            for m in methods]
+
+def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], list[list[str]]]:
+    """Header and body of the method x (instance, scenario, shot) table: each cell's column is
+    followed by its median API queries over seeds."""
+    cols = columns(rows)
+    index = {(r["method"], *_cell_of(r)): r for r in rows}
+    methods = list(dict.fromkeys(r["method"] for r in rows))  # aggregate's order, or select_methods'
+    label = {r["method"]: row_label(r) for r in rows}
+    header = ["method"]
+    for inst, s, k in cols:
+        header += [f"{s} {k}-shot ({inst})", "queries"]
+    body = []
+    for m in methods:
+        line = [label[m]]
+        for c in cols:
+            row = index.get((m, *c))
+            line += [_cell(row, bold), format_count(row.get("queries") if row else None)]
+        body.append(line)
     return header, body
+
+
+def table_note(rows: list[dict[str, Any]]) -> str:
+    """One sentence on the paired differences shown, or "" without them."""
+    ref = next((r["method"] for r in rows if r.get("unpaired") == "reference"), None)
+    if ref is None:
+        return ""
+    return (f"Δ: paired difference to {ref} in points, [95% paired bootstrap CI over seeds and episodes]; "
+            "* the CI excludes 0.")
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     header, body = wide(rows, ("**", "**"))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines) + "\n"
+    note = table_note(rows)
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 
 
 def to_latex(rows: list[dict[str, Any]]) -> str:
     header, body = wide(rows, ("\\textbf{", "}"))
-    esc = [[c.replace("±", "$\\pm$").replace("_", "\\_") for c in r] for r in [header] + body]
+    esc = [[c.replace("±", "$\\pm$").replace("Δ", "$\\Delta$").replace("_", "\\_").replace("%", "\\%") for c in r]
+           for r in [header] + body]
     lines = ["\\begin{tabular}{l" + "c" * (len(header) - 1) + "}", "\\toprule", " & ".join(esc[0]) + " \\\\",
              "\\midrule"] + [" & ".join(r) + " \\\\" for r in esc[1:]] + ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 
+#: The csv columns every table has; `gap` and the paired-difference columns follow when asked for.
+CSV_FIELDS = ["method", "access", "instance", "scenario", "shots", "seeds", "mean", "ci95", "queries",
+              "evaluation", "data_free", "best", "wall_time_s", "failed"]
+CSV_DIFF_FIELDS = ["diff", "diff_ci95", "diff_low", "diff_high", "significant", "paired_seeds", "unpaired"]
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
+    """One line per row: CSV_FIELDS (``mean`` is the accuracy, ``queries`` the median over
+    seeds), then ``gap`` with --gap and CSV_DIFF_FIELDS with --against."""
     import csv
     import io
 
-    fields = ["method", "scenario", "shots", "accuracy", "ci95", "seeds", "access", "data_free", "best",
-              "queries", "wall_time_s", "failed"] + (["gap_closed"] if any("gap_closed" in r for r in rows) else [])
+    fields = list(CSV_FIELDS) + (["gap"] if any("gap_closed" in r for r in rows) else [])
+    fields += CSV_DIFF_FIELDS if any("unpaired" in r for r in rows) else []
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**r, "mean": r["accuracy"], "gap": r.get("gap_closed")} for r in rows)
     return buf.getvalue()
 
 
@@ -258,9 +422,11 @@ def to_html(rows: list[dict[str, Any]], plots: Iterable[Any] = (), title: str = 
 
     parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
              f"<style>{_HTML_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-             "<p class=\"note\">5-way accuracy (%) ± 95% CI per method × scenario × shots; the best data-free "
+             "<p class=\"note\">5-way accuracy (%) ± 95% CI per method × scenario × shots (data instance in "
+             "parentheses), each followed by the median API queries over seeds; the best data-free "
              "result of each column is in bold green. Oracle rows use real training data: upper bounds, not "
              "data-free results.</p>",
+             *([f"<p class=\"note\">{html.escape(table_note(rows))}</p>"] if table_note(rows) else []),
              "<table id=\"results\"><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
              + "</tr></thead><tbody>"]
     parts += ["<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in body]
@@ -277,15 +443,22 @@ def to_html(rows: list[dict[str, Any]], plots: Iterable[Any] = (), title: str = 
 
 
 def to_rich(rows: list[dict[str, Any]]) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
-    header, body = wide(rows, ("[bold green]", "[/]"))
+    bold = ("\x00b", "\x00/b")
+    header, body = wide(rows, bold)
+
+    def cell(text: str) -> str:  # labels such as `bidf_mkd [q=5]` are text, not rich markup
+        return escape(text).replace(bold[0], "[bold green]").replace(bold[1], "[/]")
+
     has_oracle = any(r["access"] == "real_data" for r in rows)
-    table = Table(title="5-way accuracy (%) ± 95% CI; best data-free result in green",
-                  caption="oracle rows use real training data and are upper bounds, not data-free results"
-                  if has_oracle else None)
+    caption = " ".join(filter(None, ["oracle rows use real training data and are upper bounds, not data-free "
+                                     "results." if has_oracle else "", table_note(rows)]))
+    table = Table(title="5-way accuracy (%) ± 95% CI and median API queries; best data-free result in green",
+                  caption=escape(caption) or None)
     for h in header:
-        table.add_column(h, justify="left" if h == "method" else "right")
+        table.add_column(escape(h), justify="left" if h == "method" else "right")
     for r in body:
-        table.add_row(*r)
+        table.add_row(*(cell(c) for c in r))
     return table

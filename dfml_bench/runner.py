@@ -6,6 +6,7 @@ runner, so every method is measured the same way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import math
@@ -13,7 +14,7 @@ import os
 import random
 import resource
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,30 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
             reused = _reuse_shared(resolved, path)
             if reused is not None:
                 return reused
-        return _execute_locked(resolved, registry, env, path)
+        with deterministic_cpu(resolve_device(env.device)):
+            return _execute_locked(resolved, registry, env, path)
+
+
+@contextlib.contextmanager
+def deterministic_cpu(device: torch.device) -> Iterator[None]:
+    """On CPU, run with torch's deterministic algorithms (warn, never fail, for an op without one;
+    no NaN-filling of fresh buffers, which costs time and changes nothing here). With the thread
+    count fixed, a CPU run is then bit-reproducible (docs/statistics.md). Other devices are left
+    as they are: deterministic GPU kernels can be much slower."""
+    if device.type != "cpu":
+        yield
+        return
+    import torch.utils.deterministic as det
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              det.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    det.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        det.fill_uninitialized_memory = before[2]
 
 
 def _reuse_shared(resolved: Mapping[str, Any], path: Path) -> dict[str, Any] | None:
@@ -251,12 +275,15 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
                         normalizers=normalizers, log=reporter.log)
     method = m_comp.load()(_params(m_comp, resolved["method"]["params"]), ctx)
     ev = resolved["eval"]
+    rule_name = str(ev.get("rule") or m_comp.meta.get("evaluation", "finetune"))
+    rule_comp = registry.get("evaluation_rule", rule_name)
+    rule = rule_comp.load()(_params(rule_comp, {}) if rule_comp.params is not None else None)
 
     def validate() -> float:
         accs = []
         for d, norm in zip(scenario.datasets, normalizers):
             accs.append(evaluate(model, sampler(d, "val", derive_seed("val", ev["seed"], d.name), norm),
-                                 train.val_episodes, ev["steps"], ev["lr"]).accuracy)
+                                 train.val_episodes, ev["steps"], ev["lr"], rule=rule).accuracy)
         return sum(accs) / len(accs)
 
     best_state, best_val, best_iter = None, float("-inf"), 0
@@ -327,13 +354,14 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    per_dataset: dict[str, dict[str, float]] = {}
+    per_dataset: dict[str, dict[str, Any]] = {}
     tested = [] if val_only else list(zip(scenario.datasets, normalizers))  # trials never reach meta-test
     for d, norm in tested:
         test_sampler = sampler(d, "test", derive_seed("test", ev["seed"], d.name), norm)
         with reporter.task(f"test {d.name}", ev["episodes"]) as advance:
-            res = evaluate(model, test_sampler, ev["episodes"], ev["steps"], ev["lr"], on_episode=advance)
-        per_dataset[d.name] = res.as_dict()
+            res = evaluate(model, test_sampler, ev["episodes"], ev["steps"], ev["lr"], on_episode=advance, rule=rule)
+        # every episode's accuracy: runs of one eval seed share their episodes, so they pair (compare --against)
+        per_dataset[d.name] = {**res.as_dict(), "episode_accuracies": res.episode_accuracies}
         events.emit("on_evaluation", split="test", result={"dataset": d.name, **res.as_dict()})
     accs = [r["accuracy"] for r in per_dataset.values()]
     cis = [r["ci95"] for r in per_dataset.values()]
@@ -343,11 +371,14 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         "run_id": info.run_id,
         "method": m_comp.name,
         "scenario": scenario.name,
+        "instance": getattr(scenario, "instance", "dev"),
         "shots": shots,
         "seed": seed,
         "profile": resolved.get("profile"),
         "access": access,
         "data_free": bool(m_comp.meta.get("data_free", access != "real_data")),
+        "evaluation": rule_name,
+        "eval_seed": ev["seed"],
         "accuracy": sum(accs) / len(accs),
         # CI of a mean of independent per-dataset estimates.
         "ci95": (sum(c * c for c in cis) ** 0.5) / len(cis),
@@ -365,6 +396,7 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
         "device": str(device),
         "torch": torch.__version__,
+        **environment_record(),
     }
     if val_only:  # a trial result, never a table result (it lives under RESULTS/tune/, and is marked)
         result.update(kind="trial", selection_split="val")
@@ -407,6 +439,18 @@ def without_test_splits(scenario: ScenarioData) -> ScenarioData:
     datasets = [dataclasses.replace(d, splits={k: v for k, v in d.splits.items() if k != "test"})
                 for d in scenario.datasets]
     return dataclasses.replace(scenario, datasets=datasets)
+
+
+def environment_record() -> dict[str, Any]:
+    """What a run's numbers may depend on beyond its config (docs/statistics.md): torch's thread
+    count (it sets the order of float reductions), library versions and the platform."""
+    import platform
+
+    import numpy as np
+
+    return {"torch_threads": torch.get_num_threads(), "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "machine": platform.machine(), "deterministic": torch.are_deterministic_algorithms_enabled()}
 
 
 def _load_checkpoint(path: Path, device: torch.device, expected_run: str) -> dict[str, Any] | None:

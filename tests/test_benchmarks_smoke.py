@@ -91,3 +91,9 @@ def test_query_efficiency_runs_each_estimator_and_reuses_finished_cells(bench, t
     capsys.readouterr()
     assert qe.main(argv) == table  # same cells: read back from the store, nothing re-run
     assert "2 finished earlier, 0 to run" in capsys.readouterr().out
+
+
+def test_evaluation_layouts_side_by_side(bench) -> None:
+    rows = bench("evaluation").main(["--width", "4", "--size", "16", "--shots", "1", "--steps", "1",
+                                     "--episodes", "2", "--repeats", "1", "--queries", "2"])
+    assert [r["shots"] for r in rows] == [1] and rows[0]["ratio"] > 0 and 0 <= rows[0]["differ"] <= 2

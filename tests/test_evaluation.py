@@ -83,3 +83,65 @@ def test_finetune_reduces_support_loss_and_keeps_no_graph() -> None:
     assert after < before
     assert all(v.grad_fn is None and not v.requires_grad for v in fast.values())
     assert all(p.grad is None for p in model.parameters())  # the meta model is untouched
+
+
+class Features(torch.nn.Module):
+    """A toy network: the first two input pixels are its features, then a (useless) random head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(2))
+        self.head = torch.nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1)[:, :2] * self.scale)
+
+
+def toy_task() -> "object":
+    from dfml_bench.data import Task
+
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    support = torch.cat([centres + 0.5, centres - 0.5])  # two shots per class around each centre
+    query = torch.tensor([[9.0, 1.0], [1.0, 1.0], [0.5, 8.0], [6.0, 0.0], [0.0, 4.0]])
+    as_images = lambda p: torch.cat([p, torch.zeros(len(p), 2)], 1).view(-1, 1, 2, 2)  # noqa: E731
+    return Task(as_images(support), torch.tensor([0, 1, 2, 0, 1, 2]), as_images(query),
+                torch.tensor([1, 0, 2, 1, 0]))
+
+
+def test_prototype_rule_predicts_the_nearest_class_mean_of_the_features() -> None:
+    from dfml_plugins.evaluation import PrototypeRule
+
+    model, task = Features(), toy_task()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    pred = PrototypeRule().predict(model, params, task, steps=5, lr=0.1)
+    assert pred.tolist() == [1, 0, 2, 1, 0]  # the head is never used, and [6, 0] is nearer (10, 0)
+    from dfml_bench.evaluation import episode_accuracy
+
+    assert episode_accuracy(model, params, task, 5, 0.1, PrototypeRule()) == 100.0
+
+
+def test_finetune_rule_equals_fine_tuning_then_argmax_in_either_layout() -> None:
+    from torch import nn
+    from torch.func import functional_call
+
+    from dfml_bench.evaluation import FinetuneRule, evaluate
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 8 * 8, 5))
+    model.train()
+    s = sampler()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    by_hand = []
+    for i in range(4):
+        task = s.episode(i)
+        fast = finetune(model, params, task.support_x, task.support_y, 3, 0.1)
+        with torch.no_grad():
+            pred = functional_call(model, fast, (task.query_x,)).argmax(1)
+        assert torch.equal(FinetuneRule().predict(model, params, task, steps=3, lr=0.1), pred)
+        by_hand.append(100.0 * (pred == task.query_y).float().mean().item())
+    plain = evaluate(model, s, 4, 3, 0.1, layout="contiguous")
+    assert plain.episode_accuracies == by_hand and plain.accuracy == pytest.approx(sum(by_hand) / 4)
+    fast_layout = evaluate(model, s, 4, 3, 0.1, layout="channels_last")
+    # channels-last changes the order of float sums only: an episode may flip a near-tie prediction
+    assert sum(a != b for a, b in zip(fast_layout.episode_accuracies, by_hand)) <= 1

@@ -171,7 +171,7 @@ def test_a_failed_run_is_recorded_does_not_stop_the_grid_and_is_retried(baseline
     assert ok == {k: v for k, v in results_by_run(baseline).items() if "-s0-" in k}
     table = cli("compare", str(tmp_path), "--format", "csv").output.splitlines()
     assert table[0].endswith(",failed")
-    assert any(line.startswith("flaky,SS,1,,,0,") and line.endswith(",1") for line in table), table
+    assert any(line.startswith("flaky,none,dev,SS,1,0,,,") and line.endswith(",1") for line in table), table
     assert "FAILED" in cli("compare", str(tmp_path), "--format", "md").output
     assert "flaky failed on purpose" in cli("show", str(flaky_dir)).output
 

@@ -67,7 +67,7 @@ def test_html_is_self_contained_with_the_table_and_the_plots(page: tuple[Path, P
     srcs = re.findall(r'\bsrc="([^"]*)"', text)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)  # nothing fetched elsewhere
     assert not re.search(r"\bhref=|<script|<link|url\(|@import", text)
-    assert '<table id="results">' in text and "<th>SS 1-shot</th>" in text
+    assert '<table id="results">' in text and "<th>SS 1-shot (dev)</th><th>queries</th>" in text
     assert "<strong>40.50 ± 6.35</strong>" in text  # best data-free cell, mean of two seeds (t, 1 df), in bold
     assert "maml_oracle (oracle: real data)" in text and "FAILED" in text
     pngs = sorted(p.name for p in plot_dir.iterdir())

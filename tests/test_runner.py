@@ -63,9 +63,9 @@ def test_finished_run_is_not_rerun(results) -> None:
 def test_compare_formats(results) -> None:
     md = cli("compare", str(results), "--format", "md")
     assert md.exit_code == 0, md.output
-    assert "| method | SS 1-shot |" in md.output and "maml_oracle (oracle: real data)" in md.output
+    assert "| method | SS 1-shot (dev) | queries |" in md.output and "maml_oracle (oracle: real data)" in md.output
     csv = cli("compare", str(results), "--format", "csv")
-    assert csv.output.splitlines()[0].startswith("method,scenario,shots,accuracy,ci95")
+    assert csv.output.splitlines()[0].startswith("method,access,instance,scenario,shots,seeds,mean,ci95,queries")
     assert len(csv.output.splitlines()) == 3
     latex = cli("compare", str(results), "--format", "latex")
     assert "\\begin{tabular}" in latex.output and "$\\pm$" in latex.output

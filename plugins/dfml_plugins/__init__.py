@@ -114,7 +114,8 @@ def register_methods(register: Any) -> None:
              params=P.OracleLearnerParams,
              help="the oracle with a ProtoNet meta-learner (`learner` swaps it): upper bound, NOT data-free",
              access="real_data", data_free=False, queries="none (real images, no APIs)", uses=("architecture",),
-             reads=("data",), search_space=search_space("maml_oracle_proto"))
+             reads=("data",), search_space=search_space("maml_oracle_proto"),
+             evaluation="prototype")
     _register_variants(register, "dfml_plugins.methods.bidf_mkd:BidfMkd", P.BIDF_MKD_VARIANTS, P.BIDF_MKD_PARAMS)
     register("average", "dfml_plugins.methods.average:AverageAPIs", params=None,
              help="parameter mean of all APIs (white-box; one architecture only, so SS)",
@@ -137,6 +138,14 @@ def _register_variants(register: Any, factory: str, variants: list[P.Variant], p
         register(v.name, factory, params=params[v.name], help=v.description(), access=v.access, data_free=True,
                  queries=queries[v.name], uses=("architecture",), search_space=search_space(v.name),
                  **({"base": v.base} if v.base else {}), **v.meta)
+
+
+@hookimpl
+def register_evaluation_rules(register: Any) -> None:
+    register("finetune", "dfml_bench.evaluation:FinetuneRule", params=None,
+             help="SGD fine-tuning of the whole model with cross-entropy on the support set (eval.steps, eval.lr)")
+    register("prototype", "dfml_plugins.evaluation:PrototypeRule", params=None,
+             help="nearest support class mean of the model's features (ProtoNet); no fine-tuning")
 
 
 @hookimpl

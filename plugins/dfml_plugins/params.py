@@ -262,7 +262,8 @@ BIDF_MKD_VARIANTS = [
             "of inverted images", {"recoverer": "noise"},
             queries="per API task: 2 sets x K*per_class; replay tasks: none"),
     Variant("bidf_mkd_proto", "bidf_mkd", "BiDf-MKD with ProtoNet meta-learners (API and replay tasks)",
-            {"api_learner": "protonet", "replay_learner": "protonet"}),
+            {"api_learner": "protonet", "replay_learner": "protonet"},
+            meta={"evaluation": "prototype"}),
     Variant("bidf_mkd_plus", "bidf_mkd", f"BiDf-MKD+ ({_PLUS}): API tasks in a random class order per task, replay "
             "of kept API tasks (bi-level KD again on their cached API outputs, K support shots per class, only "
             "tasks whose support the API recognises)", {"permute": True, "replay": "api_tasks"}),

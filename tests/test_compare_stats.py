@@ -1,0 +1,190 @@
+"""`compare --against`: paired differences with a bootstrap CI over seeds and episodes, the csv
+columns, instance separation, and records made before per-episode accuracies were kept."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dfml_bench import report
+from dfml_bench.cli import main
+from dfml_bench.stats import paired_bootstrap
+
+EPISODES = 60
+
+
+def reference_episodes(seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [100.0 * rng.randint(20, 60) / 75 for _ in range(EPISODES)]
+
+
+def record(method: str, seed: int, episodes: list[float] | None, *, instance: str | None = None,
+           scenario: str = "SS", queries: int = 0) -> dict:
+    acc = sum(episodes) / len(episodes) if episodes else 50.0
+    per = {"accuracy": acc, "ci95": 1.0, "episodes": EPISODES}
+    if episodes is not None:
+        per["episode_accuracies"] = episodes
+    r = {"method": method, "scenario": scenario, "shots": 1, "seed": seed, "accuracy": acc, "ci95": 1.0,
+         "access": "black", "data_free": True, "queries": queries, "wall_time_s": 1.0,
+         "per_dataset": {"glyphs-letters": per}}
+    if instance is not None:
+        r["instance"] = instance
+    return r
+
+
+def better(seed: int) -> list[float]:
+    """The reference's episodes, mostly higher: +8 points on 7 of 10 episodes, -4 on the rest."""
+    return [a + (8.0 if i % 10 < 7 else -4.0) for i, a in enumerate(reference_episodes(seed))]
+
+
+def same(seed: int) -> list[float]:
+    """The reference's episode accuracies reshuffled: equal on average, different per episode."""
+    eps = reference_episodes(seed)
+    random.Random(100 + seed).shuffle(eps)
+    return eps
+
+
+def synthetic(seeds=(0, 1, 2)) -> list[dict]:
+    out = []
+    for s in seeds:
+        out += [record("kd", s, reference_episodes(s), queries=1000 * (s + 1)), record("bidf_mkd", s, better(s)),
+                record("purer", s, same(s))]
+    return out
+
+
+def rows_against(results: list[dict], against: str = "kd") -> dict[str, dict]:
+    rows = report.aggregate(results)
+    report.add_paired_differences(rows, results, against)
+    return {r["method"]: r for r in rows}
+
+
+def test_a_known_difference_is_found_and_a_null_one_is_not() -> None:
+    rows = rows_against(synthetic())
+    gain = rows["bidf_mkd"]
+    assert gain["diff"] == pytest.approx(0.7 * 8 - 0.3 * 4)
+    assert gain["significant"] and 0 < gain["diff_low"] < gain["diff"] < gain["diff_high"]
+    assert gain["paired_seeds"] == 3 and gain["unpaired"] is None
+    null = rows["purer"]
+    assert null["diff"] == pytest.approx(0.0, abs=1e-9)
+    assert not null["significant"] and null["diff_low"] < 0 < null["diff_high"]
+    assert rows["kd"]["diff"] is None and rows["kd"]["unpaired"] == "reference"
+    # the same records give the same interval (seeded resampling)
+    again = rows_against(synthetic())["bidf_mkd"]
+    assert (again["diff_low"], again["diff_high"]) == (gain["diff_low"], gain["diff_high"])
+
+
+def test_bootstrap_resamples_seeds_and_shared_episodes() -> None:
+    import math
+
+    # seed offsets only (every episode alike): the interval is Student's t over the 3 seeds' means
+    spread = paired_bootstrap([[1.0] * 50, [3.0] * 50, [5.0] * 50], [0, 0, 0], resamples=4000)
+    assert spread.diff == pytest.approx(3.0)
+    assert spread.half_width == pytest.approx(4.303 * 2.0 / math.sqrt(3), rel=0.1)
+    # the same episode effects in every seed: a shared episode set is one sample of episodes, so
+    # three such seeds know no more than one (crossed design)
+    eps = [float(i % 7) - 3.0 for i in range(70)]
+    one = paired_bootstrap([eps], [0], resamples=2000)
+    assert paired_bootstrap([eps, eps, eps], [0, 0, 0], resamples=2000).half_width == pytest.approx(one.half_width)
+    assert one.half_width == pytest.approx(1.96 * 2.0 / math.sqrt(70), rel=0.1)  # sd of eps: 2
+
+
+def test_seeds_and_rows_without_a_partner_are_reported_not_dropped() -> None:
+    results = synthetic() + [record("bidf_mkd", 3, better(3)), record("average", 0, better(0))]
+    results.append(record("random", 0, None))  # an old record: no per-episode accuracies
+    results.append(record("kd", 4, reference_episodes(4)))
+    rows = rows_against(results)
+    gain = rows["bidf_mkd"]
+    assert gain["paired_seeds"] == 3 and "seed 3: no kd run" in gain["unpaired"]
+    assert "seed 4: only kd ran" in gain["unpaired"] and gain["significant"]
+    assert rows["random"]["diff"] is None and "seed 0: no per-episode records" in rows["random"]["unpaired"]
+    assert rows["average"]["paired_seeds"] == 1
+    md = report.to_markdown(list(rows.values()))
+    assert "(unpaired: seed 3: no kd run; seed 4: only kd ran)" in md and "(ref.)" in md
+    assert "paired difference to kd" in md
+
+
+def test_csv_columns_and_instances_kept_apart() -> None:
+    results = synthetic() + [record("kd", 0, reference_episodes(7), instance="sealed", queries=5),
+                             record("bidf_mkd", 0, better(7), instance="sealed")]
+    rows = report.aggregate(results)
+    text = report.to_csv(rows)
+    header = text.splitlines()[0].split(",")
+    assert header == ["method", "access", "instance", "scenario", "shots", "seeds", "mean", "ci95", "queries",
+                      "evaluation", "data_free", "best", "wall_time_s", "failed"]
+    lines = list(csv.DictReader(io.StringIO(text)))
+    kd = {(r["instance"], r["seeds"]): r for r in lines if r["method"] == "kd"}
+    assert set(kd) == {("dev", "3"), ("sealed", "1")}  # never pooled into one cell
+    assert float(kd[("dev", "3")]["queries"]) == 2000.0  # median of 1000, 2000, 3000
+    report.add_gap_closed(rows, "kd", "bidf_mkd")
+    report.add_paired_differences(rows, results, "kd")
+    full = report.to_csv(rows)
+    assert full.splitlines()[0].endswith(",failed,gap,diff,diff_ci95,diff_low,diff_high,significant,paired_seeds,"
+                                         "unpaired")
+    sealed = next(r for r in csv.DictReader(io.StringIO(full)) if r["method"] == "bidf_mkd" and r["instance"] == "sealed")
+    assert sealed["paired_seeds"] == "1" and sealed["significant"] == "True"
+    md = report.to_markdown(rows)
+    assert "SS 1-shot (dev) | queries | SS 1-shot (sealed) | queries" in md.splitlines()[0]
+
+
+def test_compare_cli_against_results_option_and_old_records(tmp_path) -> None:
+    for i, r in enumerate(synthetic(seeds=(0, 1)) + [record("random", 0, None)]):
+        d = tmp_path / "runs" / f"{r['method']}-{i}"
+        d.mkdir(parents=True)
+        if r["method"] == "random":  # a record of an older version: no instance, episode lists or rule
+            del r["per_dataset"]
+        (d / "result.json").write_text(json.dumps(r))
+    runner = CliRunner()
+    out = runner.invoke(main, ["compare", "--results", str(tmp_path), "--format", "csv", "--against", "kd"])
+    assert out.exit_code == 0, out.output
+    lines = {r["method"]: r for r in csv.DictReader(io.StringIO(out.output))}
+    assert lines["bidf_mkd"]["significant"] == "True" and lines["purer"]["significant"] == "False"
+    assert lines["random"]["instance"] == "dev" and lines["random"]["diff"] == ""
+    assert "no per-episode records" in lines["random"]["unpaired"]
+    positional = runner.invoke(main, ["compare", str(tmp_path), "--format", "md", "--against", "kd"])
+    assert positional.exit_code == 0 and "(Δ +4.40 [" in positional.output
+    bad = runner.invoke(main, ["compare", str(tmp_path), "--against", "nope"])
+    assert bad.exit_code != 0 and "--against needs finished runs of 'nope'" in bad.output
+    assert "paired bootstrap" in runner.invoke(main, ["compare", "--help"]).output
+
+
+def test_rich_table_keeps_variant_labels_and_shows_queries() -> None:
+    from rich.console import Console
+
+    results = [{**record("bidf_mkd", 0, better(0), queries=1_360_000), "method": "bidf_mkd [replay.mode=api]"},
+               {**record("bidf_mkd_proto", 0, better(0)), "evaluation": "prototype"}]
+    console = Console(width=250, record=True)
+    console.print(report.to_rich(report.aggregate(results)))
+    text = console.export_text()
+    assert "bidf_mkd [replay.mode=api]" in text and "1.36M" in text and "queries" in text
+    assert "bidf_mkd_proto (eval: prototype)" in text
+    assert "queries" in report.to_latex(report.aggregate(results)) and "1.36M" in report.to_html(report.aggregate(results))
+
+
+def test_published_records_without_episode_lists_still_load() -> None:
+    from dfml_bench import store
+
+    stored = sorted((Path(__file__).parents[1] / "results").rglob("result.json"))
+    results = [r for path in stored for r in store.iter_results(path.parent)
+               if "instance" not in r and "episode_accuracies" not in json.dumps(r)]
+    if not results:
+        pytest.skip("no published record predates per-episode accuracies")
+    rows = report.aggregate(results)
+    assert {r["instance"] for r in rows} == {"dev"} and {r["evaluation"] for r in rows} == {"finetune"}
+    report.add_paired_differences(rows, results, "maml_oracle")
+    others = [r for r in rows if r["base_method"] != "maml_oracle"]
+    assert others and all(r["diff"] is None and r["unpaired"] for r in others)
+    assert "unpaired" in report.to_markdown(rows)
+
+
+def test_plots_keep_instances_apart() -> None:
+    from dfml_bench import plots
+
+    cells = plots._cells([record("kd", 0, None), record("kd", 0, None, instance="sealed"),
+                          record("kd", 1, None, instance="dev")])
+    assert {k: len(v) for k, v in cells.items()} == {("SS", 1): 2, ("SS-sealed", 1): 1}
