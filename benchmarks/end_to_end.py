@@ -18,7 +18,7 @@ API's forward rate on the same machine in the same process:
 `--set method.bidf_mkd.boundary_start=...` says otherwise) for a shorter measurement; the
 full quick run is `--meta-iterations 0` (the profile's 300).
 
-    python benchmarks/end_to_end.py --meta-iterations 10 [--profile quick] [--pool-dir DIR]
+    python benchmarks/end_to_end.py --meta-iterations 10 [--profile quick] [--pool-dir DIR] [--device cuda]
     DFML_BENCH_MALLOC=default python benchmarks/end_to_end.py ...   # glibc's default allocator
 """
 
@@ -117,7 +117,7 @@ def instrumented(timers: Timers) -> Iterator[dict[str, list[str]]]:
             setattr(owner, attr, original)
 
 
-def api_forward_seconds(pool_root: Path, images: int, repeats: int) -> float:
+def api_forward_seconds(pool_root: Path, images: int, repeats: int, device: str = "cpu") -> float:
     """Median seconds of one API's forward per image, on `images`-image calls of random inputs."""
     import torch
 
@@ -126,17 +126,18 @@ def api_forward_seconds(pool_root: Path, images: int, repeats: int) -> float:
     from dfml_bench.plugins import load_registry
     from dfml_bench.pool import APIPool
 
-    pool = APIPool(pool_root, load_registry(), torch.device("cpu"))
+    dev = torch.device(device)
+    pool = APIPool(pool_root, load_registry(), dev)
     apis = [pool.api(i, QueryLedger()) for i in range(min(2, len(pool)))]
-    x = torch.rand(images, 3, apis[0].info.input_size, apis[0].info.input_size)
-    times = side_by_side({str(i): (lambda a=a: a.query(x)) for i, a in enumerate(apis)}, torch.device("cpu"),
-                         repeats)
+    x = torch.rand(images, 3, apis[0].info.input_size, apis[0].info.input_size, device=dev)
+    times = side_by_side({str(i): (lambda a=a: a.query(x)) for i, a in enumerate(apis)}, dev, repeats)
     pool.close()
     return statistics.median(times.values()) / images
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--scenario", default="SS")
     ap.add_argument("--shots", type=int, default=1)
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     timers = Timers()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = ["run", "-m", "bidf_mkd", "-s", args.scenario, "--shots", str(args.shots), "-p", args.profile,
-               "--device", "cpu", "--results", tmp, "--no-progress"]
+               "--device", args.device, "--results", tmp, "--no-progress"]
         if args.pool_dir:
             cmd += ["--pool-dir", args.pool_dir]
         for s in sets:
@@ -188,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     q = int(resolved["components"]["estimator"][method["estimator"]]["q"])
     call = int(method["per_class"]) * int(resolved["ways"]) * (q + 1)  # one ZO call: B(q + 1) images
     pool_root = Path(notes["pools"][-1])
-    per_image = api_forward_seconds(pool_root, call, args.repeats)
+    per_image = api_forward_seconds(pool_root, call, args.repeats, args.device)
     queries = int(result["queries"])
     floor = queries * per_image
     other = wall - sum(timers.seconds[p] for p in SHARES)
@@ -202,8 +203,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for part in (*SHARES, "other"):
         s = other if part == "other" else timers.seconds[part]
         print(f"{part:18s} {s:8.1f} {100 * s / wall:6.1f}%")
-    in_run_api = timers.seconds["api forward"] / queries * 1e6 if queries else 0.0
-    print(f"API forward inside the run: {in_run_api:.0f} us/image; peak RSS "
+    in_run_api = timers.seconds["api forward"] / queries if queries else 0.0
+    print(f"API forward inside the run: {in_run_api * 1e6:.0f} us/image (wall / that floor: "
+          f"{wall / max(queries * in_run_api, 1e-9):.2f}x); peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if notes["missing"]:
         print(f"not found (counted as other): {', '.join(notes['missing'])}", file=sys.stderr)
