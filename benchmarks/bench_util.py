@@ -30,7 +30,14 @@ def sync(device: torch.device) -> None:
 
 
 def side_by_side(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, float]:
-    """Median seconds per function: one warm-up each, then `repeats` rounds in rotating order."""
+    """Median seconds per function: one warm-up each, then `repeats` rounds in rotating order.
+
+    Timed with the allocator settings of a `dfml-bench` process (freed memory kept for reuse,
+    dfml_bench.allocator; `DFML_BENCH_MALLOC=default` for glibc's own).
+    """
+    from dfml_bench.allocator import keep_freed_memory
+
+    keep_freed_memory(children=False)
     def once(fn: Callable[[], object]) -> float:
         sync(device)
         t0 = time.perf_counter()
@@ -106,9 +113,9 @@ def in_subprocess(script: str, child_args: dict[str, object], timeout: float = 3
     so that RSS follows the live tensors instead of a heap that keeps freed memory for reuse
     (slower: page faults on every allocation, so not for timing).
     """
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     if faithful_rss:
-        env.update(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+        env.update(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072", DFML_BENCH_MALLOC="default")
     out = subprocess.run([sys.executable, script, "--child", json.dumps(child_args)], capture_output=True,
                          text=True, timeout=timeout, check=False, env=env)
     if out.returncode != 0:

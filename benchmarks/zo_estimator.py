@@ -11,10 +11,13 @@ Measured side by side in one process, on one device, for conv4 / resnet10 / resn
 * naive: the reference's way: directions drawn on the CPU per chunk and copied, a fixed number
          of chunks, the base point in a separate pass
 
-Prints ours/bare (target <= 1.10) and naive/ours (speed-up). ``--ablate`` adds the before/after
-figures of each optimisation kept in the hot path, each measured side by side the same way:
-API forward in one pass vs cache-sized slices (1pass/sliced), contiguous vs channels-last
-layout, both in one pass (contig/cl).
+The headline first: ours/bare at the profiles' step sizes (quick: B = 30 images, q = 20; paper:
+B = 150, q = 100) on the SS APIs' architecture (conv4-w32, 32 px); target <= 1.05. Then the
+table: ours/bare and naive/ours (speed-up) per architecture and size at `--batch` / `--q`.
+``--ablate`` adds the before/after figures of each optimisation kept in the hot path, each
+measured side by side the same way: API forward in one pass vs cache-sized slices
+(1pass/sliced), contiguous vs channels-last layout, both in one pass (contig/cl), BatchNorm
+kept vs folded into the convolutions (bn/folded).
 
     python benchmarks/zo_estimator.py                       # CPU, quick-profile sizes
     python benchmarks/zo_estimator.py --ablate --archs conv4 --sizes 32
@@ -64,6 +67,34 @@ def build_api_module(arch: str, size: int, conv4_width: int, resnet_width: int) 
     return build(ResNetParams(width=resnet_width), 5, size, running_stats=True)
 
 
+HEADLINE = {"quick": (30, 20), "paper": (150, 100)}  # profile: (B = per_class x ways, q)
+
+
+def headline(args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
+    """ours/bare at each profile's step size, conv4 at `--headline-size` px."""
+    rows = []
+    for name in (n for n in args.headline.split(",") if n):
+        b, q = HEADLINE[name]
+        torch.manual_seed(0)
+        module = build_api_module("conv4", args.headline_size, args.conv4_width, args.resnet_width).to(device)
+        info = APIInfo("conv4", "bench", "conv4", tuple(range(5)), tuple("abcde"), args.headline_size)
+        api = make_api(module, info, MEAN, STD, QueryLedger())
+        x = torch.rand(b, 3, args.headline_size, args.headline_size, device=device)
+        y = torch.arange(b, device=device) % 5
+        pts = torch.rand(b * (q + 1), 3, args.headline_size, args.headline_size, device=device)
+        est = ZOForward(ZOParams(q=q, mu=0.005, memory_mb=args.memory_mb), seed=0)
+
+        def loss(inputs: torch.Tensor, scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(scores, y[index], reduction="none")
+
+        t = side_by_side({"bare": lambda: api.query(pts), "ours": lambda: est.estimate(api, x, loss)}, device,
+                         args.headline_repeats)
+        print(f"{name:7s} {b:4d} {q:4d} {b * (q + 1):7d} {t['bare']:7.3f} {t['ours']:7.3f} "
+              f"{t['ours'] / t['bare']:8.2f}x", flush=True)
+        rows.append({"profile": name, "batch": b, "q": q, **t})
+    return rows
+
+
 def bench_one(arch: str, size: int, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     """Times of net / bare / ours / naive (and the ablations) for one API architecture and size."""
     torch.manual_seed(0)
@@ -99,15 +130,21 @@ def bench_one(arch: str, size: int, args: argparse.Namespace, device: torch.devi
         contiguous_api = make_api(twin, info, MEAN, STD, QueryLedger(), channels_last=False, autocast=autocast,
                                   slice_mb=0)
         one_pass_api = make_api(module, info, MEAN, STD, QueryLedger(), autocast=autocast, slice_mb=0)
+        unfolded_api = make_api(module, info, MEAN, STD, QueryLedger(), autocast=autocast, fold_bn=False)
         fns["bare_contiguous"] = lambda: contiguous_api.query(pts)
         fns["bare_one_pass"] = lambda: one_pass_api.query(pts)
+        fns["bare_unfolded"] = lambda: unfolded_api.query(pts)
     return side_by_side(fns, device, args.repeats)
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    ap.add_argument("--batch", type=int, default=4, help="images B per ZO step")
+    ap.add_argument("--headline", default="quick,paper", help=f"profiles' step sizes to time first, of "
+                    f"{sorted(HEADLINE)} ('' to skip)")
+    ap.add_argument("--headline-size", type=int, default=32, help="image size of the headline (glyphs: 32)")
+    ap.add_argument("--headline-repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=30, help="images B per ZO step (quick profile: 30)")
     ap.add_argument("--q", type=int, default=20, help="directions per image")
     ap.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
     ap.add_argument("--memory-mb", type=int, default=256, help="the estimator's chunk budget")
@@ -125,21 +162,29 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     args = parse(argv)
     device = torch.device(args.device)
     set_threads(args.threads, device)
+    rows: list[dict[str, object]] = []
+    if args.headline:
+        print(f"device={device} threads={torch.get_num_threads()}: ZO step vs the bare API forward of its B(q+1) "
+              f"images, conv4-w{args.conv4_width} at {args.headline_size} px (target ours/bare <= 1.05)")
+        print(f"{'profile':7s} {'B':>4s} {'q':>4s} {'images':>7s} {'bare s':>7s} {'ours s':>7s} {'ours/bare':>9s}")
+        rows += headline(args, device)
+    if not args.archs:
+        return rows
     print(f"device={device} threads={torch.get_num_threads()} B={args.batch} q={args.q} "
           f"(B*(q+1) = {args.batch * (args.q + 1)} images per step) repeats={args.repeats} bf16={args.bf16}")
     head = f"{'api':9s} {'px':>3s} {'net s':>7s} {'bare s':>7s} {'ours s':>7s} {'naive s':>7s} " \
            f"{'ours/bare':>9s} {'naive/ours':>10s}"
     if args.ablate:
-        head += f" {'1pass/sliced':>12s} {'contig/cl':>9s}"
+        head += f" {'1pass/sliced':>12s} {'contig/cl':>9s} {'bn/folded':>9s}"
     print(head)
-    rows = []
     for arch in args.archs.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             t = bench_one(arch, size, args, device)
             line = (f"{arch:9s} {size:3d} {t['net']:7.3f} {t['bare']:7.3f} {t['ours']:7.3f} {t['naive']:7.3f} "
                     f"{t['ours'] / t['bare']:8.2f}x {t['naive'] / t['ours']:9.2f}x")
             if args.ablate:
-                line += f" {t['bare_one_pass'] / t['bare']:11.2f}x {t['bare_contiguous'] / t['bare_one_pass']:8.2f}x"
+                line += (f" {t['bare_one_pass'] / t['bare']:11.2f}x {t['bare_contiguous'] / t['bare_one_pass']:8.2f}x"
+                         f" {t['bare_unfolded'] / t['bare']:8.2f}x")
             print(line, flush=True)
             rows.append({"arch": arch, "size": size, **t})
     return rows

@@ -1,10 +1,10 @@
 """Peak memory of one zo_forward step: bounded by the chunk budget, whatever q and B (issue 7 item 5).
 
-The budget (`estimator.zo_forward.memory_mb`, 256 MB in every profile) caps the input batch of
-one API call: whole images with all q + 1 points while they fit, otherwise one image with its
-directions split. A step then holds at most: the points of one call (<= budget), their unit
-directions (the same size) and the API's normalised copy of the call (the same size again):
-3 x budget, plus the API network's own activations for the images of one call.
+The budget (`estimator.zo_forward.memory_mb`, 256 MB in every profile) caps what a step holds:
+its gradient estimates (B images), the points of one API call and their unit directions; whole
+images with all q + 1 points per call while they fit, otherwise one image with its directions
+split. The API adds one forward slice of its own: its normalised copy of the slice and the
+network's activations for it (1 MB of input per slice on CPU).
 
 Each case runs in a fresh subprocess and reports its peak above the memory held before the
 step (peak RSS on CPU, torch's allocator peak on CUDA). The API here is a probe whose network
@@ -70,6 +70,8 @@ def _child(a: dict) -> dict[str, object]:
     def loss(inputs: torch.Tensor, scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(scores, y[index], reduction="none")
 
+    # warm-up on one image: kernels' one-off set-up (thread pools, JIT buffers) is not the step's
+    ZOForward(ZOParams(q=1, mu=0.005, memory_mb=int(a["memory_mb"])), seed=1).estimate(api, x[:1], loss)
     peak = peak_above_now(lambda: est.estimate(log, x, loss), device)
     return {"peak_mb": peak, "largest_call": log.largest,
             "largest_call_mb": log.largest * x[0].numel() * x.element_size() / 2**20}

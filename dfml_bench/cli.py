@@ -67,6 +67,9 @@ class Cli(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool, strict_plugins: bool | None) -> None:
     """Benchmark data-free meta-learning methods (BiDf-MKD and baselines) on black-box API pools."""
+    from dfml_bench.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before torch allocates: freed tensor buffers are reused, not given back to the OS
     ctx.ensure_object(dict).update(debug=debug, strict=strict_plugins)
 
 

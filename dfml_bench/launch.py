@@ -155,7 +155,11 @@ def _worker_registry(strict: bool | None) -> Any:
 
 
 def set_threads(threads: int) -> None:
-    """Limit this process's torch to `threads` intra-op threads (no-op for 0)."""
+    """Limit this process's torch to `threads` intra-op threads (no-op for 0); in a worker process,
+    also keep freed memory for reuse (dfml_bench.allocator), before it starts to compute."""
+    from dfml_bench.allocator import keep_freed_memory
+
+    keep_freed_memory()
     if threads > 0:
         import torch
 

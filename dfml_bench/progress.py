@@ -70,6 +70,7 @@ class RunProgress:
     error: str | None = None          # failed
     offset: int = 0                   # bytes of metrics.jsonl read so far
     last_line: float = 0.0            # when plain output last reported it
+    last_text: str = ""               # what plain output last reported about it
 
     @property
     def fraction(self) -> float:
@@ -215,7 +216,7 @@ class GridMonitor:
     ``live=True``: one rich display (counts, ETA, a row per running run) redrawn in place, with
     a line printed above it as each run finishes. ``live=False`` (stdout or stderr is not a
     terminal: tests, CI logs): plain lines, one when a run starts, the counts and ETA when one
-    finishes, and a run's progress at most every `plain_every` seconds. A background thread
+    finishes, and a run's progress at most every `plain_every` seconds, only when it changed. A background thread
     polls every `interval` seconds; it only stats files and reads appended metrics lines.
     """
 
@@ -292,8 +293,10 @@ class GridMonitor:
             return out
         for r in self.state.runs:
             if r.status == "running" and now - r.last_line >= self.plain_every:
-                out.append(f"[grid] {r.label}: {r.describe()}")
-                r.last_line = now
+                text = r.describe()
+                if text != r.last_text:  # a line only when the run moved since the last one
+                    out.append(f"[grid] {r.label}: {text}")
+                    r.last_line, r.last_text = now, text
         if finished:
             out.append(f"[grid] {self.state.summary(elapsed)}")
         return out

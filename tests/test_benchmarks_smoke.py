@@ -26,10 +26,16 @@ def bench():
 
 
 def test_zo_estimator_reports_every_column(bench) -> None:
-    rows = bench("zo_estimator").main(["--archs", "conv4,resnet10", "--sizes", "16", "--batch", "2", "--q", "2",
-                                       "--repeats", "1", "--conv4-width", "4", "--resnet-width", "2", "--ablate"])
-    assert [r["arch"] for r in rows] == ["conv4", "resnet10"]
-    assert all(r[k] > 0 for r in rows for k in ("net", "bare", "ours", "naive", "bare_contiguous", "bare_one_pass"))
+    mod = bench("zo_estimator")
+    mod.HEADLINE["tiny"] = (2, 3)
+    rows = mod.main(["--archs", "conv4,resnet10", "--sizes", "16", "--batch", "2", "--q", "2", "--headline", "tiny",
+                     "--headline-size", "16", "--headline-repeats", "1",
+                     "--repeats", "1", "--conv4-width", "4", "--resnet-width", "2", "--ablate"])
+    assert [r.get("profile") for r in rows] == ["tiny", None, None]
+    assert rows[0]["batch"] == 2 and rows[0]["bare"] > 0 and rows[0]["ours"] > 0
+    assert [r["arch"] for r in rows[1:]] == ["conv4", "resnet10"]
+    assert all(r[k] > 0 for r in rows[1:] for k in ("net", "bare", "ours", "naive", "bare_contiguous",
+                                                    "bare_one_pass", "bare_unfolded"))
 
 
 def test_zo_memory_chunks_stay_within_the_budget(bench) -> None:
@@ -62,11 +68,13 @@ def test_bidf_iteration_and_end_to_end_share_a_smoke_pool(bench, tmp_path) -> No
                                       "--gen-iters", "1", "--inner-steps", "1", "--pool-dir", pools,
                                       "--image-size", "8"])
     assert t["api_iterations"] >= 1 and t["recovery"] > 0 and t["inner_kd"] > 0
-    e2e = bench("end_to_end")
-    e2e.RUNS["tiny"] = ("smoke", ["train.meta_iterations=1", "train.val_episodes=1", "eval.episodes=1",
-                                  "method.per_class=1", "estimator.zo_forward.q=1", "recoverer.generator.iterations=1"])
-    (row,) = e2e.main(["--runs", "tiny", "--pool-dir", pools])
-    assert row["wall_s"] > 0 and row["peak_rss_mb"] > 0 and row["queries"] > 0
+    row = bench("end_to_end").main(["--profile", "smoke", "--meta-iterations", "1", "--pool-dir", pools,
+                                    "--repeats", "1", "--set", "train.val_episodes=1", "--set", "eval.episodes=1",
+                                    "--set", "method.per_class=1", "--set", "estimator.zo_forward.q=1",
+                                    "--set", "recoverer.generator.iterations=1"])
+    assert row["queries"] > 0 and row["floor_s"] > 0 and row["wall_s"] > row["floor_s"]
+    assert row["shares"]["api forward"] > 0 and row["shares"]["generator"] > 0
+    assert sum(row["shares"].values()) == pytest.approx(row["wall_s"])
     pool_hash = next(p.name for p in Path(pools).iterdir() if p.is_dir())
     agreement = bench("recovery_agreement").main(["--pool", pool_hash, "--pool-dir", pools, "--apis", "2",
                                                   "--per-class", "1", "--iterations", "1", "--width", "4",

@@ -110,3 +110,27 @@ def test_white_box_estimator_refuses_a_black_box_api() -> None:
     x, y = batch(2)
     with pytest.raises(AccessError, match="WhiteBoxAPI"):
         WhiteBoxGradient().estimate(tiny_api(QueryLedger()), x, ce_loss(y))
+
+
+def test_queries_run_a_folded_copy_and_white_box_access_keeps_the_network() -> None:
+    from dfml_bench.apis import fold_batchnorm
+    from dfml_plugins.models.conv4 import build_conv4
+    from dfml_plugins.params import Conv4Params
+
+    torch.manual_seed(0)
+    net = build_conv4(Conv4Params(width=4), 5, 16, running_stats=True).train()
+    with torch.no_grad():
+        net(torch.randn(8, 3, 16, 16))  # running statistics away from 0 / 1
+    info = APIInfo("c", "toy", "conv4", (0, 1, 2, 3, 4), tuple("abcde"), 16)
+    x = torch.rand(6, 3, 16, 16)
+    plain = make_api(net, info, (0.5,) * 3, (0.25,) * 3, QueryLedger(), fold_bn=False).query(x)
+    folded = make_api(net, info, (0.5,) * 3, (0.25,) * 3, QueryLedger()).query(x)
+    assert torch.allclose(folded, plain, atol=1e-5) and not torch.equal(folded, torch.zeros_like(folded))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fold_batchnorm(net.eval()).modules())
+    white = make_api(net, info, (0.5,) * 3, (0.25,) * 3, QueryLedger(), white_box=True)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in white.module.modules())  # the original network
+    xg = x.clone().requires_grad_(True)
+    white.forward(xg).sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+    batch_stats = build_conv4(Conv4Params(width=4), 5, 16).eval()  # BatchNorm without running statistics
+    assert fold_batchnorm(batch_stats) is batch_stats

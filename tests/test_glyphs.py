@@ -257,6 +257,31 @@ def test_cache_key_covers_render_version(monkeypatch) -> None:
     assert GlyphSpec("letters").cache_key() != key
 
 
+def test_cache_key_is_cheap_and_follows_the_font_files(tmp_path: Path, monkeypatch) -> None:
+    key = GlyphSpec("letters").cache_key()
+    render._selection_inputs.cache_clear()
+
+    def no_selection() -> None:
+        raise AssertionError("the cache key re-ran the class selection")
+
+    monkeypatch.setattr(render, "_selection", no_selection)
+    assert GlyphSpec("letters").cache_key() == key  # from the font files and settings alone
+    fonts = tmp_path / "fonts"
+    fonts.mkdir()
+    for face in render.FACES:
+        (fonts / face).symlink_to(render._font_dir() / face)
+    monkeypatch.setattr(render, "_font_dir", lambda: fonts)
+    render._selection_inputs.cache_clear()
+    assert GlyphSpec("letters").cache_key() == key  # same contents elsewhere: the same key
+    (fonts / "cmr10.ttf").unlink()
+    (fonts / "cmr10.ttf").write_bytes(b"another font")
+    render._selection_inputs.cache_clear()
+    try:
+        assert GlyphSpec("letters").cache_key() != key
+    finally:
+        render._selection_inputs.cache_clear()
+
+
 def _assert_same(a: GlyphDomain, b: GlyphDomain) -> None:
     assert torch.equal(a.images, b.images)
     assert torch.equal(a.labels, b.labels)

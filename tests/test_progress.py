@@ -70,6 +70,10 @@ def test_plain_lines_on_changes_and_periodic_progress(tmp_path: Path) -> None:
     assert monitor.lines([(runs[0], "pending")], now=1.0) == ["[grid] started a"]
     assert monitor.lines([], now=20.0) == []  # not yet `plain_every` since the last line about it
     assert monitor.lines([], now=31.0) == ["[grid] a: meta-iteration 3/10"]
+    assert monitor.lines([], now=62.0) == []  # nothing moved: no repeated line
+    runs[0].queries = 440
+    assert monitor.lines([], now=63.0) == ["[grid] a: meta-iteration 3/10, 440 queries"]
+    assert monitor.lines([], now=80.0) == []  # moved, but within `plain_every` of the last line
     runs[0].status, runs[0].accuracy, runs[0].ci95 = "done", 50.0, 1.0
     lines = monitor.lines([(runs[0], "running")], now=40.0)
     # the launcher prints the outcome in plain mode; the monitor adds the counts and ETA

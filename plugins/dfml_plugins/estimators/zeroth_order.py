@@ -9,8 +9,8 @@ For image x_i (d = C*H*W) and per-sample loss f_i, with u_ij uniform on the unit
 Directions are drawn on the images' device from a seeded generator; the base point goes in
 the same API call as the perturbed points; what goes in one call comes from a memory budget,
 not a constant: whole images with all their points while they fit, otherwise one image with
-its directions split, so a step holds at most 2 x memory_mb (the call's points and their
-directions) whatever q and B (benchmarks/zo_memory.py).
+its directions split, so the points and directions a step holds fit memory_mb whatever q and B;
+the API adds one forward slice of its own (benchmarks/zo_memory.py).
 """
 
 from __future__ import annotations
@@ -54,19 +54,22 @@ class _ZeroOrder(GradientEstimator):
     def points_per_image(self) -> int:
         return 2 * self.p.q + 1 if self.central else self.p.q + 1
 
-    def chunks(self, d: int, element_size: int = 4) -> tuple[int, int]:
-        """(images, directions) per API call so that one call's input batch fits the memory budget.
+    def chunks(self, d: int, element_size: int = 4, reserved: int = 0) -> tuple[int, int]:
+        """(images, directions) per API call so that what a call holds fits the memory budget.
 
-        Whole images with all their perturbations while they fit; beyond that (large q or big
-        images) one image per call with its directions split, so the peak stays bounded in q.
+        A call holds its points (the base point and `sides` points per direction) and the unit
+        directions themselves, both counted against the budget less `reserved` bytes (what the
+        step holds throughout: its gradient estimates). Whole images with all their
+        perturbations while they fit; beyond that (large q or big images) one image per call with
+        its directions split, so the peak stays bounded in q.
         """
-        budget = self.p.memory_mb << 20
+        budget = (self.p.memory_mb << 20) - reserved
         per_point = d * element_size
-        images = budget // (self.points_per_image * per_point)
+        sides = 2 if self.central else 1
+        images = budget // ((self.points_per_image + self.p.q) * per_point)
         if images >= 1:
             return images, self.p.q
-        sides = 2 if self.central else 1
-        return 1, max(1, (budget // per_point - 1) // sides)
+        return 1, max(1, (budget // per_point - 1) // (sides + 1))
 
     def images_per_call(self, d: int, element_size: int = 4) -> int:
         """Whole images (with all their perturbations) per call; 1 when an image's directions are split."""
@@ -81,7 +84,7 @@ class _ZeroOrder(GradientEstimator):
         flat = x.reshape(b, d)
         losses = torch.empty(b, device=x.device)
         grads = torch.empty(b, 1, d, device=x.device, dtype=x.dtype)
-        n_img, n_dir = self.chunks(d, x.element_size())
+        n_img, n_dir = self.chunks(d, x.element_size(), reserved=grads.numel() * grads.element_size())
         scale = (d / (2 * q) if self.central else d / q) / mu
         for start in range(0, b, n_img):
             xs = flat[start:start + n_img].unsqueeze(1)

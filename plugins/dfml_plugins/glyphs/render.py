@@ -446,12 +446,12 @@ class GlyphSpec:
         return self.image_size if self.image_size is not None else native_size(self.domain)
 
     def cache_key(self) -> str:
-        """First 16 hex chars of a sha256 over every input of the renderer."""
-        font_dir = _font_dir()
-        fonts = []
-        for face in domain_faces(self.domain):
-            path = font_dir / face
-            fonts.append([face, path.stat().st_size if path.is_file() else -1])
+        """First 16 hex chars of a sha256 over every input of the renderer.
+
+        Only cheap inputs: the font files' contents (every face the class selection may use),
+        the candidate characters and selection settings, and the render parameters; not the
+        selection itself, which renders every candidate (seconds on every start).
+        """
         payload = {
             "domain": self.domain,
             "seed": self.seed,
@@ -460,11 +460,26 @@ class GlyphSpec:
             "render_version": RENDER_VERSION,
             "pillow": PIL.__version__,
             "numpy": np.__version__,
-            "fonts": fonts,
-            "classes": domain_classes(self.domain),
+            "selection": _selection_inputs(),
         }
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _selection_inputs() -> dict[str, Any]:
+    """What the class selection (:func:`_selection`) and the face lists depend on: each face's
+    content hash (or None when missing), the candidates, the exclusions, the de-duplication
+    threshold and the fontTools version that reads the cmaps. ~0.1 s, once per process."""
+    import fontTools
+
+    fonts = {}
+    for face in FACES:
+        path = _font_dir() / face
+        fonts[face] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return {"fonts": fonts, "candidates": {d: CANDIDATES[d] for d in DOMAINS},
+            "hand_excluded": sorted(HAND_EXCLUDED), "dedupe_threshold": DEDUPE_THRESHOLD,
+            "fonttools": fontTools.version}
 
 
 @dataclass
