@@ -1,4 +1,4 @@
-"""Test-time adaptation and the evaluation protocol (PROTOCOL.md section 9).
+"""Test-time adaptation and the evaluation protocol (docs/protocol.md section 9).
 
 Every method is evaluated the same way: the meta model is fine-tuned with plain SGD on
 each episode's support set (first order: no graph is kept, see defect 10 of the
@@ -86,7 +86,7 @@ def episode_accuracy(model: nn.Module, params: Params, task: Task, steps: int, l
 def evaluate(model: nn.Module, sampler: EpisodeSampler, episodes: int, steps: int, lr: float,
              on_episode: Callable[[], None] | None = None) -> EvalResult:
     """Evaluate the model's current parameters on `episodes` episodes of `sampler`."""
-    model.train()  # BatchNorm uses the current batch's statistics (PROTOCOL.md section 3)
+    model.train()  # BatchNorm uses the current batch's statistics (docs/protocol.md section 3)
     params = {k: v.detach() for k, v in model.named_parameters()}
     accs = []
     for i in range(episodes):

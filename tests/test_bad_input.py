@@ -1,4 +1,4 @@
-"""Bad input and safe loading (issue 8, items 4 and 5).
+"""Bad input and safe loading.
 
 Every bad input is refused with one clear sentence (a DfmlError subclass the CLI prints without
 a traceback) and loses nothing already written; nothing from disk is unpickled with code
