@@ -232,16 +232,17 @@ def make_api(module: nn.Module, info: APIInfo, mean: Sequence[float], std: Seque
              fold_bn: bool = True) -> BlackBoxAPI:
     """Wrap a trained module (moved to its device by the caller) as an API handle.
 
-    `channels_last` (default: on for CPU, where it made conv4 / ResNet forwards 1.2-2.6x faster in
-    benchmarks/zo_estimator.py; off elsewhere until measured) converts the module to channels-last
+    `channels_last` (default: on for CPU, where it speeds up conv4 / ResNet forwards, see
+    benchmarks/README.md; off elsewhere until measured) converts the module to channels-last
     memory format. Queries run :func:`fold_batchnorm`'s copy of the module (`fold_bn=False`: the
     module itself); a black-box handle keeps only that copy, a white-box one both (its `forward`
-    and `module` are the original, differentiable network). `autocast` (e.g. torch.bfloat16, meant for GPUs; off by default) runs query
+    and `module` are the original, differentiable network). `autocast` (e.g. torch.bfloat16, meant
+    for GPUs; off by default) runs query
     forwards under autocast; white-box forwards stay in full precision. A query runs in forward
     passes of `slice_mb` MB of (resized) input each, so the network's activations stay bounded
     however many images a call carries (benchmarks/zo_memory.py); default 1 MB on CPU, where
-    cache-sized slices also made 84 px forwards 1.5-2.6x faster than one pass
-    (benchmarks/zo_estimator.py), 64 MB elsewhere; 0: one pass.
+    cache-sized slices are also faster than one pass (benchmarks/README.md), 64 MB elsewhere;
+    0: one pass.
     """
     import torch
 

@@ -81,7 +81,7 @@ class TrainSettings:
 
 @dataclasses.dataclass
 class EvalSettings:
-    """Test-time adaptation and evaluation protocol (PROTOCOL.md section 9)."""
+    """Test-time adaptation and evaluation protocol (docs/protocol.md section 9)."""
 
     episodes: int = param(600, "meta-test episodes per dataset", min=1, max=COUNT_MAX)
     steps: int = param(10, "SGD fine-tuning steps on the support set", min=0, max=COUNT_MAX)

@@ -1,4 +1,4 @@
-"""Test-time adaptation and the evaluation protocol (docs/protocol.md).
+"""Test-time adaptation and the evaluation protocol (docs/protocol.md section 9).
 
 Each episode is scored by the method's evaluation rule (an ``evaluation_rule`` component):
 ``finetune``, the default, fine-tunes the meta model with plain SGD on the support set (first
@@ -95,7 +95,7 @@ def evaluate(model: nn.Module, sampler: EpisodeSampler, episodes: int, steps: in
     """Evaluate the model's current parameters on `episodes` episodes of `sampler` under `rule`
     (default: fine-tuning). `layout`: "channels_last", "contiguous", or "auto" (channels-last
     on CPU, where it is faster, the default layout elsewhere)."""
-    model.train()  # BatchNorm uses the current batch's statistics (docs/protocol.md)
+    model.train()  # BatchNorm uses the current batch's statistics (docs/protocol.md section 3)
     rule = rule or FinetuneRule()
     params = {k: v.detach() for k, v in model.named_parameters()}
     device = next(iter(params.values())).device if params else torch.device("cpu")

@@ -308,7 +308,7 @@ class APIAccess:
         return self._pool.api(index, self._ledger, output=self.output, white_box=self.white_box)
 
     def sample(self, generator: torch.Generator) -> int:
-        """An API index drawn uniformly with replacement (PROTOCOL.md section 1)."""
+        """An API index drawn uniformly with replacement (docs/protocol.md section 1)."""
         import torch
 
         return int(torch.randint(len(self), (1,), generator=generator).item())

@@ -1,6 +1,6 @@
 """API pools: build (train), cache, verify and load collections of pre-trained classifiers.
 
-PROTOCOL.md section 2. Each API is a K-way classifier on K distinct meta-train classes of
+docs/protocol.md section 2. Each API is a K-way classifier on K distinct meta-train classes of
 one dataset, drawn with a seeded RNG (independently per API, so APIs overlap in classes).
 Per class the first 80% of its meta-train images train and the last 20% select the best
 epoch, whose weights are saved as a copy (the reference saved the last epoch by mistake).
@@ -47,7 +47,7 @@ class PoolError(DfmlError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainRecipe:
-    """How each API is trained (PROTOCOL.md section 2)."""
+    """How each API is trained (docs/protocol.md section 2)."""
 
     epochs: int = 60
     batch_size: int = 128
@@ -55,7 +55,7 @@ class TrainRecipe:
     clip_norm: float = 50.0
     optimizer: str = "auto"  # auto: Adam for conv4, SGD (momentum 0.9, wd 5e-4, x0.2 at 30/50/80) otherwise
     milestones: tuple[int, ...] = (30, 50, 80)
-    shift: int = 0  # random translation of up to `shift` px per training image; 0 = none (PROTOCOL.md)
+    shift: int = 0  # random translation of up to `shift` px per training image; 0 = none (docs/protocol.md)
 
 
 @dataclasses.dataclass(frozen=True)

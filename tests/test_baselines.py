@@ -1,4 +1,4 @@
-"""Baselines (issue 5): PURER, kd, ProtoNet compositions, first-order variants, method metadata.
+"""Baselines: PURER, kd, ProtoNet compositions, first-order variants, method metadata.
 
 Most tests drive a method's `train_step` on a tiny in-memory pool (untrained 16 px conv4 APIs)
 so that each checks its defining behaviour in seconds; one test runs PURER end to end on the

@@ -108,7 +108,7 @@ def test_generator_width_defaults_to_the_protocol_and_scales_the_hidden_layers()
     from dfml_plugins.params import GeneratorRecovererParams
     from dfml_plugins.recoverers.generator import Generator
 
-    assert GeneratorRecovererParams().width == 128  # PROTOCOL.md section 5
+    assert GeneratorRecovererParams().width == 128  # docs/protocol.md section 5
     wide, narrow = Generator(16, 32, 128), Generator(16, 32, 32)
     z = torch.randn(4, 16)
     assert wide(z).shape == narrow(z).shape == (4, 3, 32, 32)

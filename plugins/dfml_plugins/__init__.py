@@ -32,11 +32,11 @@ def register_datasets(register: Any) -> None:
 @hookimpl
 def register_architectures(register: Any) -> None:
     register("conv4", "dfml_plugins.models.conv4:build_conv4", params=P.Conv4Params,
-             help="4 x [conv3x3-BN-ReLU-maxpool] + linear (PROTOCOL.md section 3)")
+             help="4 x [conv3x3-BN-ReLU-maxpool] + linear (docs/protocol.md section 3)")
     register("resnet10", "dfml_plugins.models.resnet:build_resnet10", params=P.ResNetParams,
-             help="ResNet-10 for small images, basic blocks [1,1,1,1] (PROTOCOL.md section 3)")
+             help="ResNet-10 for small images, basic blocks [1,1,1,1] (docs/protocol.md section 3)")
     register("resnet18", "dfml_plugins.models.resnet:build_resnet18", params=P.ResNetParams,
-             help="ResNet-18 for small images, basic blocks [2,2,2,2] (PROTOCOL.md section 3)")
+             help="ResNet-18 for small images, basic blocks [2,2,2,2] (docs/protocol.md section 3)")
 
 
 @hookimpl
@@ -161,7 +161,7 @@ def register_scenarios(register: Any) -> None:
 @hookimpl
 def register_estimators(register: Any) -> None:
     register("zo_forward", "dfml_plugins.estimators.zeroth_order:ZOForward", params=P.ZOParams,
-             help="zero-order forward differences, B(q+1) queries per step (PROTOCOL.md section 6)")
+             help="zero-order forward differences, B(q+1) queries per step (docs/protocol.md section 6)")
     register("zo_central", "dfml_plugins.estimators.zeroth_order:ZOCentral", params=P.ZOParams,
              help="zero-order central differences over antithetic pairs, B(2q+1) queries per step")
     register("white_box", "dfml_plugins.estimators.zeroth_order:WhiteBoxGradient",

@@ -1,4 +1,4 @@
-"""SS / SH / MH scenarios (PROTOCOL.md section 1) and `custom` for scenarios written in YAML."""
+"""SS / SH / MH scenarios (docs/protocol.md section 1) and `custom` for scenarios written in YAML."""
 
 from __future__ import annotations
 

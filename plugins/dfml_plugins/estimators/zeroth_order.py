@@ -1,4 +1,4 @@
-"""Zero-order gradient estimators (PROTOCOL.md section 6) and the white-box autograd reference.
+"""Zero-order gradient estimators (docs/protocol.md section 6) and the white-box autograd reference.
 
 For image x_i (d = C*H*W) and per-sample loss f_i, with u_ij uniform on the unit sphere:
 

@@ -1,4 +1,4 @@
-"""Bi-level meta knowledge distillation (PROTOCOL.md section 8).
+"""Bi-level meta knowledge distillation (docs/protocol.md section 8).
 
 Inner level: SGD on KL(p_api || p_model) over the recovered support set, with the API's
 outputs queried once and cached in the task (`support_t`), no labels. Outer level: the same

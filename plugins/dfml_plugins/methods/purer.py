@@ -1,4 +1,4 @@
-"""PURER (Hu et al., 2023), white-box data-free meta-learning (PROTOCOL.md section 10).
+"""PURER (Hu et al., 2023), white-box data-free meta-learning (docs/protocol.md section 10).
 
 Every task of a meta-iteration draws an API (uniformly, with replacement) and takes ONE inversion
 step on that API's learnable images (the `deepinversion` recoverer keeps them between visits);

@@ -1,4 +1,4 @@
-"""conv4 (PROTOCOL.md section 3) with BatchNorm that always uses batch statistics."""
+"""conv4 (docs/protocol.md section 3) with BatchNorm that always uses batch statistics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ResNet-10 / ResNet-18 for small images (PROTOCOL.md section 3).
+"""ResNet-10 / ResNet-18 for small images (docs/protocol.md section 3).
 
 3x3 stem conv (no bias) -> BN, no stem ReLU or max-pool; four stages of basic blocks with
 widths w, 2w, 4w, 8w (w = 64 in the paper), stride 2 at the first block of stages 2-4;

@@ -1,4 +1,4 @@
-"""DeepInversion (Yin et al. 2020) of one white-box API, as PURER uses it (PROTOCOL.md section 10).
+"""DeepInversion (Yin et al. 2020) of one white-box API, as PURER uses it (docs/protocol.md section 10).
 
 Learnable pixels (images = sigmoid(logits), `per_class` per API class) minimise
 

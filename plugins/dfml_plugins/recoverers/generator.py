@@ -1,4 +1,4 @@
-"""Generator inversion of one API (PROTOCOL.md sections 5 and 7), and random noise as a floor.
+"""Generator inversion of one API (docs/protocol.md sections 5 and 7), and random noise as a floor.
 
 A generator G (re-initialised at every call) and trainable latents z produce x = G(z) in [0,1];
 each iteration augments every sample independently (random crop with padding, flip: the
@@ -10,7 +10,7 @@ base points, not the surrogate's value) is kept.
 With a student (the task-adapted meta model) the loss adds the boundary term
 -w * m(x) * ||A(x) - s(x)||_1, m(x) = 1 where API and student agree on the argmax.
 
-An optional total-variation prior (`tv` > 0, not in PROTOCOL.md) adds tv * TV(x_i) to each
+An optional total-variation prior (`tv` > 0, not in docs/protocol.md) adds tv * TV(x_i) to each
 sample's loss; its gradient is exact (it needs no API), so it costs no queries.
 """
 
@@ -30,7 +30,7 @@ from dfml_plugins.recoverers.api_loss import api_log_probs
 class Generator(nn.Module):
     """z -> linear -> w x s/4 x s/4 -> BN -> up -> conv -> BN -> LReLU -> up -> conv -> BN -> LReLU -> conv -> sigmoid.
 
-    PROTOCOL.md section 5 has w = 128 (the last hidden layer has w / 2 channels).
+    docs/protocol.md section 5 has w = 128 (the last hidden layer has w / 2 channels).
     """
 
     def __init__(self, z_dim: int, size: int, width: int = 128):
@@ -102,7 +102,7 @@ class GeneratorRecoverer(DataRecoverer):
         targets = torch.arange(k, device=device).repeat_interleave(per_class)
         g_net = Generator(self.p.z_dim, image_size, self.p.width).to(device)
         g_net.reset(generator)
-        if device.type == "cpu":  # after the (layout-dependent) init: 1.2x faster steps, benchmarks/bidf_iteration.py
+        if device.type == "cpu":  # after the (layout-dependent) init: faster steps (benchmarks/README.md)
             g_net.to(memory_format=torch.channels_last)
         z = torch.randn(n, self.p.z_dim, device=device, generator=generator).requires_grad_(True)
         opt = torch.optim.Adam(list(g_net.parameters()) + [z], lr=self.p.lr, betas=(0.5, 0.999))
