@@ -132,7 +132,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--iterations", type=int, default=6, help="meta-iterations (API ones and replay ones)")
     ap.add_argument("--meta-batch", type=int, default=2)
-    ap.add_argument("--per-class", type=int, default=6, help="recovered images per class (quick: 6; 10 before session 12)")
+    ap.add_argument("--per-class", type=int, default=6, help="recovered images per class (quick: 6)")
     ap.add_argument("--q", type=int, default=20, help="ZO directions (quick: 20)")
     ap.add_argument("--gen-iters", type=int, default=30, help="generator steps per recovery (quick: 30)")
     ap.add_argument("--boundary-start", type=int, default=0,

@@ -10,7 +10,7 @@ resolved config is reused, not repeated), `--jobs` at a time, each a single-thre
 Writes `table.csv`, `table.md` and `curve.png` (accuracy with its 95% CI against total queries)
 to `--out` and prints the table.
 
-    python benchmarks/query_efficiency.py --results runs --out results/glyphs-quick-query-efficiency \
+    python benchmarks/query_efficiency.py --results runs --out out/query-efficiency \
         [--forward-q 5,10,20,50] [--central-q 3,5,10,25] [--scenario SS] [--shots 1] [--seed 0] \
         [--profile quick] [--jobs 2] [--set KEY=VALUE ...]
 

@@ -1,4 +1,4 @@
-"""Peak memory of one zo_forward step: bounded by the chunk budget, whatever q and B (issue 7 item 5).
+"""Peak memory of one zo_forward step: bounded by the chunk budget, whatever q and B.
 
 The budget (`estimator.zo_forward.memory_mb`, 256 MB in every profile) caps what a step holds:
 its gradient estimates (B images), the points of one API call and their unit directions; whole

@@ -49,7 +49,7 @@ def _pool_check(value: dict) -> str | None:
 
 @dataclass
 class ScenarioParams:
-    """A pool of APIs: datasets x API architectures x apis_per_cell (PROTOCOL.md sections 1-2)."""
+    """A pool of APIs: datasets x API architectures x apis_per_cell (docs/protocol.md sections 1-2)."""
 
     datasets: list[str] = param([LETTERS], "datasets, each name[key=value,...]; class ids are made global")
     architectures: list[str] = param(["conv4"], "API architectures, each name[key=value,...]")
@@ -65,7 +65,7 @@ class ScenarioParams:
     api_lr: float = param(0.01, "API learning rate (Adam for conv4, SGD+momentum otherwise)", min=0,
                           exclusive_min=True)
     api_optimizer: str = param("auto", "auto | adam | sgd", choices=("auto", "adam", "sgd"))
-    api_shift: int = param(0, "random translation (px) of API training images; 0 = none, as PROTOCOL.md")
+    api_shift: int = param(0, "random translation (px) of API training images; 0 = none, as docs/protocol.md")
     label: str = param("", "name shown in tables (default: the scenario's own name)")
     pool: dict = param({}, "a pool served elsewhere instead of a built one: {kind: http, url: ..., ...} "
                        "(`dfml-bench list pool`); the pool parameters above are then unused", check=_pool_check)
@@ -117,7 +117,7 @@ class ResNetParams:
 
 @dataclass
 class ZOParams:
-    q: int = param(100, "random directions per image (PROTOCOL.md section 6)", min=1)
+    q: int = param(100, "random directions per image (docs/protocol.md section 6)", min=1)
     mu: float = param(0.005, "smoothing radius of the finite difference", min=0, exclusive_min=True)
     memory_mb: int = param(256, "memory budget of one API call's input batch; sets the chunk size", min=1)
 
@@ -129,14 +129,14 @@ class WhiteBoxEstimatorParams:
 
 @dataclass
 class GeneratorRecovererParams:
-    iterations: int = param(200, "generator optimisation steps per recovered set (PROTOCOL.md section 5)", min=1)
+    iterations: int = param(200, "generator optimisation steps per recovered set (docs/protocol.md section 5)", min=1)
     lr: float = param(1e-3, "Adam learning rate of the generator and latents (betas 0.5, 0.999)",
                       min=0, exclusive_min=True)
     z_dim: int = param(256, "latent size", min=1)
-    width: int = param(128, "generator channels (PROTOCOL.md: 128); its cost grows with width^2", min=1)
+    width: int = param(128, "generator channels (docs/protocol.md: 128); its cost grows with width^2", min=1)
     pad: int = param(4, "random-crop padding of the per-sample augmentation, px", min=0)
     flip: bool = param(True, "random horizontal flips in the augmentation")
-    tv: float = param(0.0, "weight of a total-variation image prior added to every sample's loss (0: PROTOCOL.md's "
+    tv: float = param(0.0, "weight of a total-variation image prior added to every sample's loss (0: docs/protocol.md's "
                       "loss); computed on the generator's side, so it costs no queries", min=0)
     boundary_weight: float = param(1.0, "weight of the boundary term when a student is given (section 7)", min=0)
 
@@ -148,7 +148,7 @@ class NoiseRecovererParams:
 
 @dataclass
 class KDParams:
-    inner_steps: int = param(10, "SGD steps of KD on the recovered support set (PROTOCOL.md section 8)", min=0)
+    inner_steps: int = param(10, "SGD steps of KD on the recovered support set (docs/protocol.md section 8)", min=0)
     inner_lr: float = param(0.01, "inner-loop step size", min=0, exclusive_min=True)
     first_order: bool = param(False, "drop second-order terms of the inner loop")
     temperature: float = param(1.0, "softmax temperature of both teacher and student", min=0, exclusive_min=True)
@@ -293,7 +293,7 @@ class DeepInversionParams:
                              "pixels per call")
     lr: float = param(0.05, "Adam learning rate of the pixel logits (images = sigmoid(logits))", min=0,
                       exclusive_min=True)
-    tv: float = param(1e-4, "weight of the total-variation prior (PROTOCOL.md section 10)", min=0)
+    tv: float = param(1e-4, "weight of the total-variation prior (docs/protocol.md section 10)", min=0)
     bn: float = param(0.01, "weight of BatchNorm-statistics matching (skipped for APIs without BatchNorm)", min=0)
     l2: float = param(1e-5, "weight of the L2 prior", min=0)
     jitter: int = param(2, "random per-sample translation, +- px", min=0)

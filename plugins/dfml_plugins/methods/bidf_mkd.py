@@ -14,7 +14,7 @@ One meta-iteration is either a batch of API tasks or a batch of replay tasks:
   docs/protocol.md: classes mixed across APIs, trained by the replay learner on the recovery
   labels) or a kept API task with its cached API outputs (`api_tasks`: bi-level KD again).
 
-The schedule (PROTOCOL.md section 8): the first meta-iteration is an API one; then replay until
+The schedule (docs/protocol.md section 8): the first meta-iteration is an API one; then replay until
 the meta-batch's mean train accuracy has not set a new maximum for `patience` meta-iterations,
 then one API meta-iteration (counter and maximum reset). Task losses are averaged over the
 meta-batch.

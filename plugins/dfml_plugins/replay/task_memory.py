@@ -1,4 +1,4 @@
-"""Task-memory replay (PROTOCOL.md section 8): recovered images by global class, in memory.
+"""Task-memory replay (docs/protocol.md section 8): recovered images by global class, in memory.
 
 Each global class keeps a ring of its most recent `capacity_per_class` images as uint8 (the
 reference wrote PNGs to disk and re-read them for every task). A replay task draws `ways`
