@@ -25,9 +25,10 @@ class ScriptedVal:
     def __init__(self, fail_at: int | None = None):
         self.calls, self.fail_at = 0, fail_at
 
-    def __call__(self, model: Any, sampler: Any, episodes: int, steps: int, lr: float, on_episode: Any = None) -> Any:
+    def __call__(self, model: Any, sampler: Any, episodes: int, steps: int, lr: float, on_episode: Any = None,
+                 **kwargs: Any) -> Any:
         if on_episode is not None:  # the meta-test evaluation
-            return evaluate(model, sampler, episodes, steps, lr, on_episode=on_episode)
+            return evaluate(model, sampler, episodes, steps, lr, on_episode=on_episode, **kwargs)
         if self.calls == self.fail_at:
             self.fail_at = None
             raise RuntimeError("killed")
