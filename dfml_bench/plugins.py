@@ -33,6 +33,23 @@ ENV_STRICT = "DFML_BENCH_STRICT_PLUGINS"
 
 KINDS: tuple[str, ...] = tuple(hookspecs.COMPONENT_HOOKS)
 
+# The class ("module:Class") a factory of each kind must return an instance of; checked when built.
+INTERFACES: dict[str, str] = {
+    "dataset": "dfml_bench.data:FewShotDataset",
+    "architecture": "torch.nn:Module",
+    "method": "dfml_bench.interfaces:Method",
+    "meta_learner": "dfml_bench.interfaces:MetaLearner",
+    "scenario": "dfml_bench.interfaces:ScenarioData",
+    "launcher": "dfml_bench.interfaces:Launcher",
+    "logger": "dfml_bench.interfaces:RunLogger",
+    "estimator": "dfml_bench.interfaces:GradientEstimator",
+    "recoverer": "dfml_bench.interfaces:DataRecoverer",
+    "replay": "dfml_bench.interfaces:ReplayStrategy",
+    "evaluation_rule": "dfml_bench.interfaces:EvaluationRule",
+}
+# A pool has no base class: it must answer these, like dfml_bench.pool.APIPool.
+POOL_METHODS: tuple[str, ...] = ("__len__", "info", "api", "close")
+
 
 @dataclasses.dataclass(frozen=True)
 class Component:
@@ -59,6 +76,32 @@ class Component:
             raise PluginError(f"{self.kind} '{self.name}' from plugin '{self.plugin}' cannot be "
                               f"loaded ({exc}); reinstall or fix that plugin.") from exc
         return obj
+
+    def build(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the factory and check that it returned its kind's interface (:func:`check_built`)."""
+        return check_built(self, self.load()(*args, **kwargs))
+
+
+def check_built(comp: Component, obj: Any) -> Any:
+    """Return `obj` if it implements `comp`'s kind, else raise one PluginError sentence naming
+    the plugin, the component and the type its factory must return."""
+    if comp.kind == "pool":
+        missing = [m for m in POOL_METHODS if not callable(getattr(obj, m, None))]
+        expected = "pool answering len(), info(), api() and close() like dfml_bench.pool.APIPool"
+        ok = not missing
+    elif comp.kind in INTERFACES:
+        module_name, _, attr = INTERFACES[comp.kind].partition(":")
+        ok = isinstance(obj, getattr(importlib.import_module(module_name), attr))
+        expected = f"{module_name}.{attr}"
+    else:
+        return obj
+    if ok:
+        return obj
+    cls = type(obj)
+    got = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    where = f" ({comp.factory})" if isinstance(comp.factory, str) else ""
+    raise PluginError(f"plugin '{comp.plugin}' registered {comp.kind.replace('_', ' ')} '{comp.name}' whose "
+                      f"factory{where} returned {got}; it must return a {expected}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +176,8 @@ class Registry:
                               + " Run `dfml-bench list` to see what is installed.") from None
 
     def build(self, kind: str, name: str, params: Any, *args: Any, **kwargs: Any) -> Any:
-        """Instantiate a component with validated params."""
-        return self.get(kind, name).load()(params, *args, **kwargs)
+        """Instantiate a component with validated params, checked against its kind's interface."""
+        return self.get(kind, name).build(params, *args, **kwargs)
 
 
 def _env_list(var: str) -> set[str] | None:

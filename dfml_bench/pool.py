@@ -136,7 +136,7 @@ def _resolve_arch(registry: Any, selection: str) -> tuple[str, dict[str, Any]]:
 def _build_module(registry: Any, arch: str, arch_params: Mapping[str, Any], num_classes: int,
                   image_size: int) -> torch.nn.Module:
     comp = registry.get("architecture", arch)
-    return comp.load()(build_params(comp.params, dict(arch_params), arch), num_classes, image_size,
+    return comp.build(build_params(comp.params, dict(arch_params), arch), num_classes, image_size,
                        running_stats=True)
 
 

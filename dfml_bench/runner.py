@@ -93,7 +93,7 @@ def build_scenario(registry: Registry, resolved: Mapping[str, Any], env: Environ
 def build_scenario_by_name(registry: Registry, name: str, params: Any, env: Environment, seed: int) -> ScenarioData:
     """Build a scenario's datasets (its pool is opened separately, on demand)."""
     ctx = ScenarioContext(registry, env.data_root, env.resolved_cache_dir(), seed)
-    return registry.get("scenario", name).load()(params, ctx)
+    return registry.get("scenario", name).build(params, ctx)
 
 
 def _params(comp: Any, values: Mapping[str, Any]) -> Any:
@@ -260,8 +260,8 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
         comp = registry.get(kind, parse_selection(name)[0])  # name[key=value,...]: values resolved with them
         params = _params(comp, values)
         if kind == "estimator":
-            return comp.load()(params, derive_seed("estimator", seed, name))
-        return comp.load()(params)
+            return comp.build(params, derive_seed("estimator", seed, name))
+        return comp.build(params)
 
     m_comp = registry.get("method", resolved["method"]["name"])
     access = m_comp.meta.get("access", "black")
@@ -273,11 +273,11 @@ def _execute_locked(resolved: Mapping[str, Any], registry: Registry, env: Enviro
                         build_meta_learner=build_meta_learner, make_train_sampler=make_train_sampler,
                         load_pool=load_pool, ledger=ledger, build_component=build_component,
                         normalizers=normalizers, log=reporter.log)
-    method = m_comp.load()(_params(m_comp, resolved["method"]["params"]), ctx)
+    method = m_comp.build(_params(m_comp, resolved["method"]["params"]), ctx)
     ev = resolved["eval"]
     rule_name = str(ev.get("rule") or m_comp.meta.get("evaluation", "finetune"))
     rule_comp = registry.get("evaluation_rule", rule_name)
-    rule = rule_comp.load()(_params(rule_comp, {}) if rule_comp.params is not None else None)
+    rule = rule_comp.build(_params(rule_comp, {}) if rule_comp.params is not None else None)
 
     def validate() -> float:
         accs = []

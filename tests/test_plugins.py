@@ -132,3 +132,72 @@ def test_list_shows_each_parameters_allowed_range() -> None:
     assert result.exit_code == 0, result.output
     line = next(ln for ln in result.output.splitlines() if "smoothing radius" in ln)
     assert "(> 0)" in line  # mu's exclusive lower bound, declared with param(min=0, exclusive_min=True)
+
+
+WRONG_TYPES = """
+from dfml_bench import hookimpl
+
+def dict_method(params, context):
+    return {"trains": True}
+
+def str_scenario(params, context):
+    return "SS"
+
+class NotAPool:
+    def __len__(self):
+        return 0
+
+def half_pool(params, scenario, device):
+    return NotAPool()
+
+@hookimpl
+def register_methods(register):
+    register("dict_method", dict_method, access="none", uses=("architecture",))
+
+@hookimpl
+def register_scenarios(register):
+    register("str_scenario", str_scenario)
+
+@hookimpl
+def register_pools(register):
+    register("half_pool", half_pool)
+"""
+
+
+def test_factory_returning_the_wrong_type_is_one_sentence_naming_plugin_and_interface(fake_plugin) -> None:
+    fake_plugin("acme", WRONG_TYPES)
+    registry = load_registry(strict=True)
+    with pytest.raises(PluginError) as exc:
+        registry.build("method", "dict_method", None, object())
+    assert str(exc.value) == ("plugin 'acme' registered method 'dict_method' whose factory returned dict; "
+                              "it must return a dfml_bench.interfaces.Method.")
+    with pytest.raises(PluginError, match=r"plugin 'acme' registered pool 'half_pool' .* returned fake_acme\.NotAPool; "
+                       r"it must return a pool answering len\(\), info\(\), api\(\) and close\(\)"):
+        registry.get("pool", "half_pool").build(None, None, "cpu")
+
+
+def test_scenario_factory_of_the_wrong_type_fails_where_the_runner_builds_it(fake_plugin, tmp_path) -> None:
+    from dfml_bench.runner import Environment, build_scenario_by_name
+
+    fake_plugin("acme", WRONG_TYPES)
+    registry = load_registry(strict=True)
+    with pytest.raises(PluginError, match=r"^plugin 'acme' registered scenario 'str_scenario' whose factory returned "
+                       r"str; it must return a dfml_bench\.interfaces\.ScenarioData\.$"):
+        build_scenario_by_name(registry, "str_scenario", None, Environment(tmp_path, cache_dir=tmp_path), 0)
+
+
+def test_run_of_a_method_factory_of_the_wrong_type_names_the_plugin(fake_plugin, tmp_path, glyph_cache) -> None:
+    from dfml_bench.config import build_raw_config, resolve_runs
+    from dfml_bench.runner import Environment, execute_run
+
+    fake_plugin("acme", WRONG_TYPES)
+    registry = load_registry(strict=True)
+    resolved = resolve_runs(build_raw_config("smoke", flags={"method": "dict_method"}), registry)[0]
+    with pytest.raises(PluginError, match="plugin 'acme' registered method 'dict_method' whose factory returned dict"):
+        execute_run(resolved, registry, Environment(tmp_path, device="cpu"))
+
+
+def test_every_component_kind_is_checked_against_an_interface() -> None:
+    from dfml_bench.plugins import INTERFACES, KINDS
+
+    assert set(INTERFACES) == set(KINDS) - {"pool"}  # a pool is checked by the methods it answers

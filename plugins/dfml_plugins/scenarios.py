@@ -24,7 +24,7 @@ def _datasets(specs: list[str], ctx: ScenarioContext) -> tuple[list[Any], str]:
     if {"dev", "sealed"} <= set(instances):
         raise ConfigError(f"the scenario mixes the dev and sealed instances ({specs}); give every dataset the same "
                           "instance (--instance sets them all).")
-    out = [comp.load()(params, ctx.data_root, ctx.cache_dir) for comp, params in chosen]
+    out = [comp.build(params, ctx.data_root, ctx.cache_dir) for comp, params in chosen]
     names = [d.name for d in out]
     if len(set(names)) != len(names):
         raise ConfigError(f"the scenario lists the same dataset twice: {names}.")
