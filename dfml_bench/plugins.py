@@ -4,7 +4,7 @@ Every plugin, built-in or third-party, is a module exposed through the ``dfml_be
 entry-point group. Each entry point is loaded on its own: one that fails to import, or
 that implements a hook which does not exist (a typo), is reported by name with the reason
 and skipped, unless strict mode (``DFML_BENCH_STRICT_PLUGINS=1`` or ``--strict-plugins``)
-makes that fatal.
+makes that fatal (every broken plugin is then listed in one error).
 
 Environment variables:
   DFML_BENCH_PLUGINS           comma list: load only these entry points (by name)
@@ -121,6 +121,8 @@ class Registry:
         self.strict = strict
         self._components: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
         self._collect()
+        if strict and failed:  # every broken plugin at once, so one fix-and-rerun round suffices
+            raise PluginError(broken_plugins_message(failed))
 
     def _collect(self) -> None:
         for kind, hook_name in hookspecs.COMPONENT_HOOKS.items():
@@ -152,8 +154,6 @@ class Registry:
         return register
 
     def _fail(self, plugin: str, reason: str) -> None:
-        if self.strict:
-            raise PluginError(f"plugin '{plugin}' is broken: {reason}.")
         self.failed.append(FailedPlugin(plugin, reason))
 
     def names(self, kind: str) -> list[str]:
@@ -180,6 +180,16 @@ class Registry:
         return self.get(kind, name).build(params, *args, **kwargs)
 
 
+def broken_plugins_message(failed: list[FailedPlugin]) -> str:
+    """One sentence listing every broken plugin with its reason (strict mode's error)."""
+    items = [(f"'{f.name}'", f"({f.reason.rstrip('. ')})") for f in failed]
+    head = (f"plugin {items[0][0]} is broken {items[0][1]}" if len(items) == 1 else
+            f"{len(items)} plugins are broken: " + "; ".join(f"{n} {r}" for n, r in items))
+    them = "it" if len(failed) == 1 else "them"
+    return (f"{head}; fix or uninstall {them}, or load plugins without strict mode "
+            f"(no --strict-plugins, {ENV_STRICT} unset).")
+
+
 def _env_list(var: str) -> set[str] | None:
     raw = os.environ.get(var)
     if raw is None:
@@ -202,7 +212,8 @@ def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
             continue
         hook_name = opts.get("specname") or attr
         if hook_name not in specs:
-            bad.append(f"'{attr}' matches no dfml-bench hook;{did_you_mean(hook_name, specs)}")
+            hint = did_you_mean(hook_name, specs).strip().rstrip(".")
+            bad.append(f"'{attr}' matches no dfml-bench hook" + (f" ({hint[0].lower()}{hint[1:]})" if hint else ""))
     return bad
 
 
@@ -214,9 +225,7 @@ def load_registry(*, strict: bool | None = None, extra_plugins: Iterable[tuple[s
     pm.add_hookspecs(hookspecs)
     failed: list[FailedPlugin] = []
 
-    def fail(name: str, reason: str) -> None:
-        if strict:
-            raise PluginError(f"plugin '{name}' is broken: {reason}.")
+    def fail(name: str, reason: str) -> None:  # strict mode raises once all are known (Registry)
         failed.append(FailedPlugin(name, reason))
 
     allow, deny = _env_list(ENV_ALLOW), _env_list(ENV_DENY) or set()

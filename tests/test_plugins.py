@@ -82,9 +82,26 @@ def test_misspelled_hook_is_an_error_with_a_suggestion(fake_plugin) -> None:
     fake_plugin("typo", MISSPELLED)
     registry = load_registry(strict=False)
     reason = {f.name: f.reason for f in registry.failed}["typo"]
-    assert "register_method" in reason and "Did you mean 'register_methods'" in reason
+    assert reason == "'register_method' matches no dfml-bench hook (did you mean 'register_methods'?)"
     with pytest.raises(PluginError, match="register_method"):
         load_registry(strict=True)
+
+
+def test_strict_mode_lists_every_broken_plugin_in_one_sentence(fake_plugin) -> None:
+    fake_plugin("broken", BROKEN)
+    fake_plugin("typo", MISSPELLED)
+    fake_plugin("raises", RAISES)
+    fake_plugin("good", GOOD)
+    with pytest.raises(PluginError) as exc:
+        load_registry(strict=True)
+    message = str(exc.value)
+    assert message.startswith("3 plugins are broken: 'broken' (import failed with ModuleNotFoundError")
+    assert "'typo' ('register_method' matches no dfml-bench hook (did you mean 'register_methods'?))" in message
+    assert "'raises' (register_methods raised ValueError: boom)" in message
+    assert "good" not in message and "?." not in message and message.endswith("DFML_BENCH_STRICT_PLUGINS unset).")
+    out = CliRunner().invoke(main, ["--strict-plugins", "list"], terminal_width=400)
+    assert out.exit_code != 0 and "Traceback" not in out.output
+    assert all(name in out.output for name in ("'broken'", "'typo'", "'raises'")), out.output
 
 
 def test_hook_that_raises_is_reported(fake_plugin) -> None:
