@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -243,7 +244,8 @@ def normalise_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def scenario_file(path: Path) -> tuple[str, dict[str, Any]]:
-    """A user scenario in YAML -> ('custom', its parameters); `name` becomes the table label."""
+    """A user scenario in YAML -> ('custom', its parameters); its `name` (default: the file name) becomes
+    the `label` that tables, run directories and progress lines show."""
     data = load_yaml(path)
     data.setdefault("label", str(data.pop("name", path.stem)))
     return "custom", data
@@ -565,6 +567,7 @@ def scenario_label(resolved: Mapping[str, Any]) -> str:
 
 
 def run_label(resolved: Mapping[str, Any]) -> str:
-    """Readable prefix for a run directory: method-scenario-Kshot-sSEED."""
-    return (f"{resolved['method']['name']}-{resolved['scenario']['name']}-"
-            f"{resolved['shots']}shot-s{resolved['seed']}")
+    """Readable prefix for a run directory: method-scenario-Kshot-sSEED (the scenario as tables
+    show it, so a YAML scenario keeps its `name`; characters unsafe in a file name become _)."""
+    scenario = re.sub(r"[^A-Za-z0-9_.+=-]", "_", scenario_label(resolved))[:64]
+    return f"{resolved['method']['name']}-{scenario}-{resolved['shots']}shot-s{resolved['seed']}"

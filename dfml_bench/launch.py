@@ -44,8 +44,10 @@ class Job:
     @property
     def label(self) -> str:
         """'method / scenario / K-shot / seed S', for messages."""
+        from dfml_bench.config import scenario_label
+
         c = self.config
-        return f"{c['method']['name']} / {c['scenario']['name']} / {c['shots']}-shot / seed {c['seed']}"
+        return f"{c['method']['name']} / {scenario_label(c)} / {c['shots']}-shot / seed {c['seed']}"
 
     @property
     def run_dir(self) -> Path:

@@ -85,3 +85,31 @@ def test_config_file_layers_over_profile(tmp_path, registry) -> None:
     assert run["train"]["meta_iterations"] == 7
     assert run["meta_learner"]["params"]["inner_steps"] == 4
     assert run["train"]["meta_batch_size"] == 2  # still the profile's
+
+
+def test_yaml_scenario_keeps_its_name_in_run_directories_and_progress_lines(tmp_path, glyph_cache) -> None:
+    from click.testing import CliRunner
+
+    from dfml_bench.cli import main
+
+    spec = tmp_path / "ss3_probs.yaml"
+    spec.write_text("name: ss3_probs\ndatasets: ['glyphs[instances_per_class=20]']\n"
+                    "architectures: ['conv4[width=8]']\napis_per_cell: 2\nclasses_per_api: 3\noutput: probs\n")
+    results = tmp_path / "results"
+    out = CliRunner().invoke(main, ["run", "--method", "random", "--scenario", str(spec), "--profile", "smoke",
+                                    "--shots", "1", "--device", "cpu", "--no-progress", "--results", str(results)],
+                             terminal_width=300)
+    assert out.exit_code == 0, out.output
+    [run_dir] = (results / "runs").iterdir()
+    assert run_dir.name.startswith("random-ss3_probs-1shot-s0-"), run_dir.name
+    assert "random / ss3_probs / 1-shot / seed 0" in out.output and "custom" not in out.output
+
+
+def test_scenario_label_is_made_safe_for_a_directory_name(registry, tmp_path) -> None:
+    from dfml_bench.config import run_label
+
+    spec = tmp_path / "odd.yaml"
+    spec.write_text("name: a/b c\ndatasets: ['glyphs']\n")
+    [run] = resolve(registry, method="random", scenario=str(spec))
+    assert run["scenario"]["params"]["label"] == "a/b c"
+    assert run_label(run) == "random-a_b_c-1shot-s0"
