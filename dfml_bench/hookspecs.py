@@ -8,7 +8,9 @@ Component hooks receive a ``register`` callback; call it once per component::
                  help="a tiny example method", access="none", data_free=True)
 
 The factory is a ``"module:attribute"`` string (imported only when the component is built,
-so listing components never imports torch) or the callable itself.
+so listing components never imports torch) or the callable itself. What a factory returns is
+checked against its kind's interface when the component is built (``Component.build``): the
+wrong type is a PluginError naming the plugin, the component and the expected type.
 
 Lifecycle hooks are called by the runner for every run; a logger plugin implements them.
 """
@@ -83,7 +85,15 @@ def register_meta_learners(register: Any) -> None:
 
 @hookspec
 def register_scenarios(register: Any) -> None:
-    """Register scenarios: ``factory(params, context) -> dfml_bench.interfaces.Scenario``."""
+    """Register scenarios: ``factory(params, context) -> dfml_bench.interfaces.ScenarioData``.
+
+    ``context`` is a :class:`dfml_bench.interfaces.ScenarioContext` (``registry``, ``data_root``,
+    ``cache_dir``, ``seed``). The factory builds its datasets through the registry
+    (``context.registry.get("dataset", name).build(params, context.data_root, context.cache_dir)``)
+    and returns them with a pool spec: a :class:`dfml_bench.pool.PoolSpec` (APIs trained here,
+    cached by its hash), a :class:`dfml_bench.pool.PoolSource` (a pool served by a ``pool``
+    plugin), or None (no APIs). The pool is built only when a method opens it.
+    """
 
 
 @hookspec

@@ -218,3 +218,33 @@ def test_every_component_kind_is_checked_against_an_interface() -> None:
     from dfml_bench.plugins import INTERFACES, KINDS
 
     assert set(INTERFACES) == set(KINDS) - {"pool"}  # a pool is checked by the methods it answers
+
+
+def test_scenario_skeleton_in_the_docs_builds(tmp_path, glyph_cache) -> None:
+    import importlib
+    import re
+    import sys
+    from pathlib import Path
+
+    from dfml_bench.config import build_raw_config, resolve_runs
+    from dfml_bench.interfaces import ScenarioData
+    from dfml_bench.pool import PoolSpec
+    from dfml_bench.runner import Environment, build_scenario
+
+    doc = (Path(__file__).parents[1] / "docs" / "writing-plugins.md").read_text()
+    [source] = re.findall(r"```python\n# letters_scenario\.py\n(.*?)```", doc, re.S)
+    (tmp_path / "letters_scenario.py").write_text(source)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module("letters_scenario")
+        registry = load_registry(strict=True, extra_plugins=[("letters", module)])
+        raw = build_raw_config("smoke", sets=["scenario.letters.pool_seed=3"],
+                               flags={"method": "random", "scenario": "letters"})
+        [resolved] = resolve_runs(raw, registry)
+        scenario = build_scenario(registry, resolved, Environment(tmp_path, cache_dir=glyph_cache))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("letters_scenario", None)
+    assert isinstance(scenario, ScenarioData) and [d.name for d in scenario.datasets] == ["glyphs-letters"]
+    assert isinstance(scenario.pool_spec, PoolSpec) and scenario.pool_spec.seed == 3
+
