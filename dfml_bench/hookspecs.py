@@ -158,4 +158,8 @@ def on_evaluation(run: Any, split: str, result: dict) -> None:
 
 @hookspec
 def on_run_end(run: Any, result: dict) -> None:
-    """A run finished; ``result`` is what was written to result.json."""
+    """A run finished; ``result`` is what was written to result.json.
+
+    Not called for a run that failed (its error goes to error.json) nor for one skipped because
+    it was already finished.
+    """

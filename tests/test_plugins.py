@@ -248,3 +248,41 @@ def test_scenario_skeleton_in_the_docs_builds(tmp_path, glyph_cache) -> None:
     assert isinstance(scenario, ScenarioData) and [d.name for d in scenario.datasets] == ["glyphs-letters"]
     assert isinstance(scenario.pool_spec, PoolSpec) and scenario.pool_spec.seed == 3
 
+
+LIFECYCLE = """
+from dfml_bench import hookimpl
+
+EVENTS = []
+
+@hookimpl
+def on_run_start(run):
+    EVENTS.append(("start", run.run_id, run.run_dir, run.config["method"]["name"]))
+
+@hookimpl
+def on_run_end(run, result):
+    EVENTS.append(("end", run.run_id, run.run_dir, result["accuracy"]))
+"""
+
+
+def test_on_run_end_gets_run_info_and_the_result_and_is_skipped_for_failed_runs(fake_plugin, tmp_path,
+                                                                                glyph_cache) -> None:
+    import importlib
+
+    from dfml_bench.config import build_raw_config, resolve_runs, run_id
+    from dfml_bench.runner import Environment, execute_run, run_path
+
+    fake_plugin("acme", WRONG_TYPES)
+    fake_plugin("watch", LIFECYCLE)
+    registry = load_registry(strict=True)
+    events = importlib.import_module("fake_watch").EVENTS
+    env = Environment(tmp_path, device="cpu")
+    good, bad = (resolve_runs(build_raw_config("smoke", flags={"method": m}), registry)[0]
+                 for m in ("random", "dict_method"))
+    result = execute_run(good, registry, env)
+    path = run_path(env, good)
+    assert events == [("start", run_id(good), path, "random"), ("end", run_id(good), path, result["accuracy"])]
+    execute_run(good, registry, env)  # already finished: skipped, no hook
+    assert len(events) == 2
+    with pytest.raises(PluginError):
+        execute_run(bad, registry, env)
+    assert [e[0] for e in events] == ["start", "end", "start"]  # the failed run never ends
