@@ -217,6 +217,11 @@ def parse_set(item: str) -> dict[str, Any]:
                           + did_you_mean(parts[0], ALL_KEYS))
     if len(parts) > MAX_DEPTH:
         raise ConfigError(f"--set {shown(key, 80)} is nested more than {MAX_DEPTH} levels deep.")
+    return nest(parts, value)
+
+
+def nest(parts: Sequence[str], value: Any) -> dict[str, Any]:
+    """['a', 'b', 'c'], v -> {'a': {'b': {'c': v}}}."""
     out: dict[str, Any] = {}
     node = out
     for part in parts[:-1]:

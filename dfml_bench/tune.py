@@ -128,16 +128,11 @@ def load_space_file(path: Path) -> list[Dimension]:
 
 def nested(key: str, value: Any) -> dict[str, Any]:
     """'a.b.c', v -> {'a': {'b': {'c': v}}} (with the config's section aliases)."""
-    from dfml_bench.config import ALIASES
+    from dfml_bench.config import ALIASES, nest
 
     parts = key.split(".")
     parts[0] = ALIASES.get(parts[0], parts[0])
-    out: dict[str, Any] = {}
-    node = out
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
+    return nest(parts, value)
 
 
 def check_key(key: str, raw: Mapping[str, Any], registry: Any, where: str) -> None:
