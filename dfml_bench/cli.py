@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +89,26 @@ def _ints(values: tuple[str, ...], what: str) -> list[int] | None:
         raise DfmlError(f"--{what} takes integers such as 1,5; got {shown(','.join(items))}.") from None
 
 
+def _config_layers(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `run` and `tune` share: the profile and config layers, the device and the data
+    and cache directories."""
+    for option in reversed((
+            click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml"),
+            click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                         help="YAML file layered over the profile."),
+            click.option("--device", help="auto | cpu | cuda | cuda:N  [default: auto]"),
+            click.option("--data-root", type=click.Path(file_okay=False), help="Directory of prepared real datasets."),
+            click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache for rendered data."))):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.option("--method", "-m", multiple=True, help="Method(s) to run; repeat or comma-separate for a grid.")
 @click.option("--scenario", "-s", multiple=True, help="Scenario(s): SS, SH, MH or a plugin's.  [default: SS]")
 @click.option("--shots", multiple=True, help="K-shot values, e.g. 1,5 (one run each).")
 @click.option("--seeds", multiple=True, help="Seeds, e.g. 0,1,2 (one run each).")
-@click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over the profile.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. train.meta_iterations=200.")
-@click.option("--device", help="auto | cpu | cuda | cuda:N  [default: auto]")
 @click.option("--budget", type=float, help="API query budget per run, in images (e.g. 2e6).")
 @click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
 @click.option("--instance", help="Data instance of the embedded glyphs: dev (develop and tune) or sealed (a "
@@ -108,11 +120,10 @@ def _ints(values: tuple[str, ...], what: str) -> list[int] | None:
                                     "[default: a local Ray instance]")
 @click.option("--results", "results", type=click.Path(file_okay=False), default=DEFAULT_RESULTS, show_default=True,
               help="Directory for run directories.")
-@click.option("--data-root", type=click.Path(file_okay=False), help="Directory of prepared real datasets.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache for rendered data.")
 @click.option("--progress/--no-progress", default=None,
               help="A live display of the grid and its runs (default: when stdout and stderr are terminals); "
                    "--no-progress prints plain lines.")
+@_config_layers
 @click.pass_context
 def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], shots: tuple[str, ...],
         seeds: tuple[str, ...], profile: str, config_file: str | None, sets: tuple[str, ...], device: str | None,
@@ -325,10 +336,7 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
                    "int_log_uniform).")
 @click.option("--seed", "search_seed", type=int, default=0, show_default=True,
               help="Seed of the search (which settings each trial draws); runs use the config's seeds.")
-@click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over the profile.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting of every trial.")
-@click.option("--device", help="auto | cpu | cuda | cuda:N  [default: auto]")
 @click.option("--budget", type=float, help="API query budget per trial run, in images.")
 @click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
 @click.option("--launcher", help="Where trials execute: local | ray | slurm.  [default: local]")
@@ -336,9 +344,8 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
 @click.option("--ray-address", help="ray launcher: the cluster to join.")
 @click.option("--results", "results", type=click.Path(file_okay=False), default=DEFAULT_RESULTS, show_default=True,
               help="Results root; the study goes to RESULTS/tune/METHOD-SCENARIO-Kshot-HASH/.")
-@click.option("--data-root", type=click.Path(file_okay=False), help="Directory of prepared real datasets.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache for rendered data.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when on a terminal).")
+@_config_layers
 @click.pass_context
 def tune(ctx: click.Context, method: str, scenario: str | None, shots: int | None, trials: int,
          space_file: str | None, search_seed: int, profile: str, config_file: str | None, sets: tuple[str, ...],
