@@ -248,7 +248,7 @@ def test_missing_config_file_and_unknown_component(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ dataset roots ---
 
 def test_missing_and_malformed_dataset_roots(tmp_path: Path) -> None:
-    from dfml_plugins.datasets import real
+    from dfml_plugins.datasets.real import dataset as real
     from dfml_plugins.params import CifarFSParams, CUBParams, MiniImageNetParams
 
     for build, params in ((real.build_cifar_fs, CifarFSParams()), (real.build_mini_imagenet, MiniImageNetParams()),
@@ -396,7 +396,7 @@ def test_tampered_pool_api_file_is_refused(registry, tmp_path: Path) -> None:
 
 
 def test_crafted_cifar_pickle_is_refused(tmp_path: Path) -> None:
-    from dfml_plugins.datasets import real
+    from dfml_plugins.datasets.real import dataset as real
     from dfml_plugins.params import CifarFSParams
 
     marker = tmp_path / "pwned"

@@ -19,7 +19,7 @@ class P:
 
 @hookimpl
 def register_methods(register):
-    register("fake_good", "dfml_plugins.methods.random_init:RandomInit", params=P,
+    register("fake_good", "dfml_plugins.methods.random_init.method:RandomInit", params=P,
              help="a fake method", access="none", uses=("architecture",))
 """
 

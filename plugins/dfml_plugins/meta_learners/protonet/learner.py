@@ -21,7 +21,7 @@ from torch.func import functional_call
 
 from dfml_bench.data import Task
 from dfml_bench.interfaces import MetaLearner, Params, TaskOutcome
-from dfml_plugins.meta_learners.kd import kd_loss
+from dfml_plugins.meta_learners.kd.learner import kd_loss
 from dfml_plugins.models.head import features, head_name
 from dfml_plugins.params import ProtoNetParams
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from dfml_bench.data import Task
 from dfml_bench.interfaces import EvaluationRule, Params
-from dfml_plugins.meta_learners.protonet import distance_logits, prototypes
+from dfml_plugins.meta_learners.protonet.learner import distance_logits, prototypes
 from dfml_plugins.models.head import features
 
 

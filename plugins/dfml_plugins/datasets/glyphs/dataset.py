@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from dfml_bench.data import SPLITS, FewShotDataset, ImageSplit
-from dfml_plugins.glyphs.render import GlyphSpec, load_domain
+from dfml_plugins.datasets.glyphs.render import GlyphSpec, load_domain
 from dfml_plugins.params import GlyphsParams
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from dfml_bench.interfaces import Method, MethodContext
-from dfml_plugins.methods.maml_oracle import MamlOracle
+from dfml_plugins.methods.maml_oracle.method import MamlOracle
 from dfml_plugins.params import OracleLearnerParams
 
 
