@@ -13,10 +13,12 @@ from torch import nn
 from dfml_bench.config import build_raw_config, resolve_runs
 from dfml_bench.data import Task
 from dfml_bench.runner import Environment, execute_run
+from dfml_plugins.meta_learners.kd import KDParams
 from dfml_plugins.meta_learners.kd.learner import BilevelKD, kd_loss
-from dfml_plugins.params import ApiTasksParams, KDParams, TaskMemoryParams
 from dfml_plugins.recoverers.generator.recoverer import augment
+from dfml_plugins.replay.api_tasks import ApiTasksParams
 from dfml_plugins.replay.api_tasks.replay import ApiTasks
+from dfml_plugins.replay.task_memory import TaskMemoryParams
 from dfml_plugins.replay.task_memory.replay import TaskMemory
 
 VARIANTS = ["bidf_mkd", "bidf_mkd_fo", "bidf_mkd_wb", "bidf_mkd_no_boundary", "bidf_mkd_no_replay",
@@ -105,7 +107,7 @@ def test_augmentation_is_drawn_per_sample() -> None:
 
 
 def test_generator_width_defaults_to_the_protocol_and_scales_the_hidden_layers() -> None:
-    from dfml_plugins.params import GeneratorRecovererParams
+    from dfml_plugins.recoverers.generator import GeneratorRecovererParams
     from dfml_plugins.recoverers.generator.recoverer import Generator
 
     assert GeneratorRecovererParams().width == 128  # docs/protocol.md section 5
@@ -187,7 +189,7 @@ def test_tv_prior_smooths_the_recovered_images_at_no_query_cost() -> None:
     from types import SimpleNamespace
 
     from dfml_bench.interfaces import Estimate
-    from dfml_plugins.params import GeneratorRecovererParams
+    from dfml_plugins.recoverers.generator import GeneratorRecovererParams
     from dfml_plugins.recoverers.generator.recoverer import GeneratorRecoverer, total_variation
 
     assert total_variation(torch.full((2, 3, 8, 8), 0.3)).tolist() == [0.0, 0.0]

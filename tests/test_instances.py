@@ -28,8 +28,8 @@ def digest(ds) -> str:
 
 @pytest.fixture(scope="module")
 def letters(glyph_cache: Path):
+    from dfml_plugins.datasets.glyphs import GlyphsParams
     from dfml_plugins.datasets.glyphs.dataset import build_glyphs
-    from dfml_plugins.params import GlyphsParams
 
     return {inst: build_glyphs(GlyphsParams(domain="letters", instances_per_class=2, instance=inst), None, glyph_cache)
             for inst in ("dev", "sealed")}

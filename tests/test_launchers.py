@@ -109,8 +109,8 @@ def _probe(_job: object) -> tuple[int, int]:
 
 def test_local_workers_are_processes_pinned_to_a_share_of_the_cores() -> None:
     from dfml_bench.launch import cpu_count
+    from dfml_plugins.launchers.local import LocalLauncherParams
     from dfml_plugins.launchers.local.launcher import LocalLauncher
-    from dfml_plugins.params import LocalLauncherParams
 
     launcher = LocalLauncher(LocalLauncherParams(workers=2))
     probes = launcher.run_all([0, 1, 2], _probe)

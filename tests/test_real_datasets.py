@@ -18,8 +18,8 @@ from PIL import Image
 from dfml_bench.data import SPLITS, FewShotDataset
 from dfml_bench.errors import ConfigError, DataError
 from dfml_plugins.datasets.real import dataset as real
+from dfml_plugins.datasets.real import CifarFSParams, CUBParams, MiniImageNetParams
 from dfml_plugins.datasets.real.cifar_fs_split import CIFAR_FS_SPLIT
-from dfml_plugins.params import CifarFSParams, CUBParams, MiniImageNetParams
 
 # CIFAR-100's 100 fine label names (the archive's meta order), an independent reference for the split.
 CIFAR100_FINE = [

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from dfml_bench.data import SPLITS, FewShotDataset, ImageSplit
+from dfml_plugins.datasets.glyphs import GlyphsParams
 from dfml_plugins.datasets.glyphs.render import GlyphSpec, load_domain
-from dfml_plugins.params import GlyphsParams
 
 
 #: Render seed offset of each instance: `dev` renders with the `seed` parameter itself (the data every

@@ -43,8 +43,8 @@ from PIL import Image
 from dfml_bench.data import SPLITS, FewShotDataset, ImageSplit
 from dfml_bench.errors import ConfigError, DataError
 from dfml_bench.store import tree_fingerprint
+from dfml_plugins.datasets.real import CifarFSParams, CUBParams, MiniImageNetParams
 from dfml_plugins.datasets.real.cifar_fs_split import CIFAR_FS_SPLIT
-from dfml_plugins.params import CifarFSParams, CUBParams, MiniImageNetParams
 
 CIFAR_FS_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR_FS_STD = (0.2675, 0.2565, 0.2761)

@@ -19,7 +19,7 @@ import torch
 
 from dfml_bench.errors import AccessError
 from dfml_bench.interfaces import Estimate, GradientEstimator, PerSampleLoss
-from dfml_plugins.params import WhiteBoxEstimatorParams, ZOParams
+from dfml_plugins.estimators.zeroth_order import WhiteBoxEstimatorParams, ZOParams
 
 
 class _ZeroOrder(GradientEstimator):

@@ -10,7 +10,7 @@ from typing import Any
 from dfml_bench.errors import ConfigError
 from dfml_bench.interfaces import Launcher
 from dfml_bench.launch import cpu_count, set_threads
-from dfml_plugins.params import LocalLauncherParams
+from dfml_plugins.launchers.local import LocalLauncherParams
 
 
 class LocalLauncher(Launcher):

@@ -8,7 +8,7 @@ from typing import Any
 from dfml_bench.errors import ConfigError
 from dfml_bench.interfaces import Launcher
 from dfml_bench.launch import missing_extra, run_job
-from dfml_plugins.params import RayLauncherParams
+from dfml_plugins.launchers.ray_tasks import RayLauncherParams
 
 
 def import_ray() -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 from dfml_bench.errors import ConfigError
 from dfml_bench.interfaces import Launcher
 from dfml_bench.launch import missing_extra, run_job
-from dfml_plugins.params import SlurmLauncherParams
+from dfml_plugins.launchers.slurm import SlurmLauncherParams
 
 POLL_S = 0.5  # how often the local executor's window checks for finished jobs
 

@@ -15,7 +15,7 @@ from torch.func import functional_call
 
 from dfml_bench.data import Task
 from dfml_bench.interfaces import MetaLearner, Params, TaskOutcome
-from dfml_plugins.params import KDParams
+from dfml_plugins.meta_learners.kd import KDParams
 
 
 def kd_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

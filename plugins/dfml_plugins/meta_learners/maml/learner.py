@@ -9,7 +9,7 @@ from torch.func import functional_call
 
 from dfml_bench.data import Task
 from dfml_bench.interfaces import MetaLearner, Params, TaskOutcome
-from dfml_plugins.params import MamlParams
+from dfml_plugins.meta_learners.maml import MamlParams
 
 
 class MAML(MetaLearner):

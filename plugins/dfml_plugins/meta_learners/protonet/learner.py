@@ -22,8 +22,8 @@ from torch.func import functional_call
 from dfml_bench.data import Task
 from dfml_bench.interfaces import MetaLearner, Params, TaskOutcome
 from dfml_plugins.meta_learners.kd.learner import kd_loss
+from dfml_plugins.meta_learners.protonet import ProtoNetParams
 from dfml_plugins.models.head import features, head_name
-from dfml_plugins.params import ProtoNetParams
 
 
 def prototypes(feats: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:

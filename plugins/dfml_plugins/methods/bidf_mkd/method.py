@@ -34,7 +34,7 @@ from dfml_bench.errors import ConfigError
 from dfml_bench.interfaces import ApiTask, Method, MethodContext
 from dfml_bench.seeding import derive_seed
 from dfml_plugins.meta_learners.kd.learner import kd_loss
-from dfml_plugins.params import BidfMkdParams
+from dfml_plugins.methods.bidf_mkd import BidfMkdParams
 from dfml_plugins.recoverers.api_loss import api_probs
 
 

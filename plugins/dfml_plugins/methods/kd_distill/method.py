@@ -24,8 +24,8 @@ from torch import nn
 from dfml_bench.interfaces import Method, MethodContext
 from dfml_bench.seeding import derive_seed
 from dfml_plugins.meta_learners.kd.learner import kd_loss
+from dfml_plugins.methods.kd_distill import KDDistillParams
 from dfml_plugins.models.head import features, head
-from dfml_plugins.params import KDDistillParams
 from dfml_plugins.recoverers.api_loss import api_probs
 
 

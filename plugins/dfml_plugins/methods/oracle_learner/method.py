@@ -10,7 +10,7 @@ import torch
 
 from dfml_bench.interfaces import Method, MethodContext
 from dfml_plugins.methods.maml_oracle.method import MamlOracle
-from dfml_plugins.params import OracleLearnerParams
+from dfml_plugins.methods.oracle_learner import OracleLearnerParams
 
 
 class OracleWithLearner(MamlOracle):

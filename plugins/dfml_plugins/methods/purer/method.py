@@ -27,7 +27,7 @@ from dfml_bench.data import Task
 from dfml_bench.errors import ConfigError
 from dfml_bench.interfaces import Method, MethodContext
 from dfml_bench.seeding import derive_seed
-from dfml_plugins.params import PurerParams
+from dfml_plugins.methods.purer import PurerParams
 
 
 class Purer(Method):

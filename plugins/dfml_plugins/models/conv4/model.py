@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dfml_plugins.params import Conv4Params
+from dfml_plugins.models.conv4 import Conv4Params
 
 
 def conv_block(cin: int, cout: int, running_stats: bool = False) -> nn.Sequential:

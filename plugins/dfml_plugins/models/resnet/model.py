@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfml_plugins.params import ResNetParams
+from dfml_plugins.models.resnet import ResNetParams
 
 
 def _bn(channels: int, running_stats: bool) -> nn.BatchNorm2d:

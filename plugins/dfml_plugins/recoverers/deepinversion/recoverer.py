@@ -33,7 +33,7 @@ from torch import nn
 
 from dfml_bench.errors import AccessError
 from dfml_bench.interfaces import DataRecoverer, GradientEstimator, RecoveredSet
-from dfml_plugins.params import DeepInversionParams
+from dfml_plugins.recoverers.deepinversion import DeepInversionParams
 
 
 def jitter(x: torch.Tensor, shift: int, flip: bool, generator: torch.Generator) -> torch.Tensor:

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfml_bench.interfaces import DataRecoverer, GradientEstimator, RecoveredSet
-from dfml_plugins.params import GeneratorRecovererParams, NoiseRecovererParams
 from dfml_plugins.recoverers.api_loss import api_log_probs
+from dfml_plugins.recoverers.generator import GeneratorRecovererParams, NoiseRecovererParams
 
 
 class Generator(nn.Module):

@@ -18,7 +18,7 @@ import torch
 
 from dfml_bench.images import to_uint8
 from dfml_bench.interfaces import ApiTask, ReplayDraw, ReplayStrategy
-from dfml_plugins.params import ApiTasksParams
+from dfml_plugins.replay.api_tasks import ApiTasksParams
 
 
 @dataclasses.dataclass

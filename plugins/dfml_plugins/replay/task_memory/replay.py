@@ -15,7 +15,7 @@ import torch
 
 from dfml_bench.images import to_uint8
 from dfml_bench.interfaces import ApiTask, RecoveredSet, ReplayDraw, ReplayStrategy
-from dfml_plugins.params import NoReplayParams, TaskMemoryParams
+from dfml_plugins.replay.task_memory import NoReplayParams, TaskMemoryParams
 
 
 class TaskMemory(ReplayStrategy):
