@@ -70,9 +70,9 @@ def instrumented(timers: Timers) -> Iterator[dict[str, list[str]]]:
     that could not be found (their time counts as 'other'), "pools": the pools the run opened}."""
     import dfml_bench.runner as runner
     from dfml_bench.apis import BlackBoxAPI
-    from dfml_plugins.estimators import zeroth_order
-    from dfml_plugins.methods import bidf_mkd
-    from dfml_plugins.recoverers import generator
+    from dfml_plugins.estimators.zeroth_order import estimator as zeroth_order
+    from dfml_plugins.methods.bidf_mkd import method as bidf_mkd
+    from dfml_plugins.recoverers.generator import recoverer as generator
 
     patched: list[tuple[Any, str, Any]] = []
     missing: list[str] = []

@@ -34,10 +34,12 @@ import torch.nn.functional as F
 
 from bench_util import set_threads, side_by_side
 from dfml_bench.apis import APIInfo, QueryLedger, make_api
-from dfml_plugins.estimators.zeroth_order import ZOForward
-from dfml_plugins.models.conv4 import build_conv4
-from dfml_plugins.models.resnet import build_resnet10, build_resnet18
-from dfml_plugins.params import Conv4Params, ResNetParams, ZOParams
+from dfml_plugins.estimators.zeroth_order import ZOParams
+from dfml_plugins.estimators.zeroth_order.estimator import ZOForward
+from dfml_plugins.models.conv4 import Conv4Params
+from dfml_plugins.models.conv4.model import build_conv4
+from dfml_plugins.models.resnet import ResNetParams
+from dfml_plugins.models.resnet.model import build_resnet10, build_resnet18
 
 MEAN, STD = (0.5,) * 3, (0.25,) * 3
 

@@ -169,8 +169,8 @@ class Guarded(FewShotDataset):
 
 
 def build(params, data_root, cache_dir):
-    from dfml_plugins.datasets.glyphs import build_glyphs
-    from dfml_plugins.params import GlyphsParams
+    from dfml_plugins.datasets.glyphs import GlyphsParams
+    from dfml_plugins.datasets.glyphs.dataset import build_glyphs
 
     ds = build_glyphs(GlyphsParams(instances_per_class=20), data_root, cache_dir)
     splits = dict(ds.splits)
