@@ -61,11 +61,9 @@ class Job:
         from dfml_bench.progress import Reporter
         from dfml_bench.runner import Environment
 
-        return Environment(results_root=Path(self.results_root), device=self.device,
-                           data_root=Path(self.data_root) if self.data_root else None,
-                           cache_dir=Path(self.cache_dir) if self.cache_dir else None, loggers=tuple(self.loggers),
-                           reporter=Reporter(progress), pool_dir=Path(self.pool_dir) if self.pool_dir else None,
-                           workers=self.pool_workers)
+        return Environment.create(self.results_root, device=self.device, data_root=self.data_root,
+                                  cache_dir=self.cache_dir, loggers=self.loggers, reporter=Reporter(progress),
+                                  pool_dir=self.pool_dir, workers=self.pool_workers)
 
 
 @dataclasses.dataclass
