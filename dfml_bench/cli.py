@@ -110,7 +110,7 @@ def _config_layers(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--seeds", multiple=True, help="Seeds, e.g. 0,1,2 (one run each).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. train.meta_iterations=200.")
 @click.option("--budget", type=float, help="API query budget per run, in images (e.g. 2e6).")
-@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools].")
 @click.option("--instance", help="Data instance of the embedded glyphs: dev (develop and tune) or sealed (a "
                                  "fresh rendering and class split, for published tables; see docs/tuning.md); "
                                  "also `instance:` in a config.  [default: dev]")
@@ -335,7 +335,7 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
               help="Seed of the search (which settings each trial draws); runs use the config's seeds.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting of every trial.")
 @click.option("--budget", type=float, help="API query budget per trial run, in images.")
-@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools].")
 @click.option("--launcher", help="Where trials execute: local | ray | slurm.  [default: local]")
 @click.option("--workers", type=int, help="local launcher: trials at once, each in its own process.  [default: 1]")
 @click.option("--ray-address", help="ray launcher: the cluster to join.")
@@ -538,7 +538,7 @@ def _pool_options(verb: str, workers_help: str) -> Any:
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="YAML file layered over the profile."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting."),
-        click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools."),
+        click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools]."),
         click.option("--build-workers", type=int, help=workers_help),
         click.option("--workers", "deprecated_workers", type=int, hidden=True,
                      help="Deprecated name of --build-workers."),
@@ -661,7 +661,7 @@ def pool_serve(ctx: click.Context, scenario: str, profile: str, config_file: str
 
 
 @pool.command("ls")
-@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools].")
 def pool_ls(pool_dir: str | None) -> None:
     """List the built pools in the pool cache."""
     import json
@@ -688,7 +688,7 @@ def pool_ls(pool_dir: str | None) -> None:
 
 @pool.command("show")
 @click.argument("pool", type=click.Path())
-@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools].")
 @click.option("--verify", is_flag=True, help="Check every API file against its checksum.")
 def pool_show(pool: str, pool_dir: str | None, verify: bool) -> None:
     """Show a pool's manifest (POOL is a pool directory or its hash)."""

@@ -105,7 +105,8 @@ class TopLevel:
     loggers: list[str] = param([], "run loggers to attach (see `dfml-bench list`)")
     budget: float | None = param(None, "API query budget in images per run (None: unlimited)", min=0,
                                  max=1e15, check=_finite)
-    pool_dir: str | None = param(None, "where API pools are cached (default: <cache>/pools)")
+    pool_dir: str | None = param(None, "where API pools are cached (default: $DFML_BENCH_POOL_DIR, else "
+                                 "<cache>/pools)")
     workers: int = param(2, "worker processes for building API pools", min=1, max=1024)
     profile: str = param(DEFAULT_PROFILE, "name of the profile this config started from")
     instance: str = param("dev", "data instance of every dataset of the scenario that has instances (glyphs): dev "
