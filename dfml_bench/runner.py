@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import resource
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from dfml_bench import store
 from dfml_bench.apis import QueryLedger
 from dfml_bench.config import RunSpec, run_id, run_label
 from dfml_bench.data import EpisodeSampler, Normalizer
-from dfml_bench.errors import AccessError, ConfigError, DataError, StoreError
+from dfml_bench.errors import AccessError, ConfigError, DataError, PluginError, StoreError
 from dfml_bench.evaluation import evaluate
 from dfml_bench.interfaces import ACCESS_LEVELS, MethodContext, RunInfo, ScenarioContext, ScenarioData, Seedable
 from dfml_bench.plugins import Registry
@@ -115,9 +116,18 @@ class RunEvents:
     """Calls a run's lifecycle hooks: every plugin's implementations and, for this run only, those
     of the logger components it selected (``loggers``), in one pluggy hook call per event."""
 
-    def __init__(self, registry: Registry, info: RunInfo, loggers: Sequence[Any] = ()):
+    def __init__(self, registry: Registry, info: RunInfo, loggers: Sequence[tuple[str, Any]] = ()):
         self.hook, self.info = registry.pm.hook, info
-        self.extra = {event: [getattr(logger, event) for logger in loggers] for event in LIFECYCLE_HOOKS}
+        self.extra: dict[str, list[Any]] = {event: [] for event in LIFECYCLE_HOOKS}
+        for name, logger in loggers:
+            for event in LIFECYCLE_HOOKS:
+                method = getattr(logger, event)
+                expected = getattr(self.hook, event).spec.argnames
+                taken = tuple(inspect.signature(method).parameters)
+                if not set(taken) <= set(expected):
+                    raise PluginError(f"logger '{name}' takes {event}({', '.join(taken)}), but the hook passes "
+                                      f"{', '.join(expected)} by name; rename its arguments.")
+                self.extra[event].append(method)
 
     def emit(self, event: str, **kwargs: Any) -> None:
         """Call hook `event` with ``run=`` this run's RunInfo and `kwargs`."""
@@ -289,7 +299,7 @@ def _run(spec: RunSpec, registry: Registry, env: Environment, path: Path) -> dic
     if ckpt is None or "logs" in ckpt:
         store.rewind_logs(path, ckpt["logs"] if ckpt is not None else {})
     info = RunInfo(spec.run_id, path, spec.resolved)
-    events = RunEvents(registry, info, [registry.build("logger", name, None, path) for name in env.loggers])
+    events = RunEvents(registry, info, [(name, registry.build("logger", name, None, path)) for name in env.loggers])
     clock = Clock()
     events.emit("on_run_start")
 

@@ -341,3 +341,8 @@ def test_a_logger_component_gets_the_lifecycle_hooks_of_the_runs_that_select_it(
     assert seen == []  # not selected: never called
     execute_run(run, registry, Environment(tmp_path / "logged", device="cpu", loggers=("recorder",)))
     assert seen == [("start", True), ("evaluation", "val"), ("metrics", 0), ("evaluation", "test"), ("end", True)]
+    recorder = importlib.import_module("fake_rec").Recorder
+    recorder.on_metrics = lambda self, run, rec: None  # the hook passes `record`: told at once, by name
+    with pytest.raises(PluginError, match=r"^logger 'recorder' takes on_metrics\(run, rec\), but the hook passes "
+                                          r"run, record by name; rename its arguments\.$"):
+        execute_run(run, registry, Environment(tmp_path / "renamed", device="cpu", loggers=("recorder",)))

@@ -162,7 +162,7 @@ def test_every_component_a_method_builds_comes_from_one_factory_and_is_seeded_al
     [estimator_name] = spec.components["estimator"]
     estimator = parts.component("estimator", estimator_name)
     assert isinstance(estimator, GradientEstimator)
-    assert estimator.seed == derive_seed("estimator", spec.seed, estimator_name)  # as the run id always had it
+    assert estimator.seed == derive_seed("estimator", spec.seed, estimator_name)  # the seed it was always given
     assert isinstance(parts.component("recoverer", next(iter(spec.components["recoverer"]))), DataRecoverer)
-    assert isinstance(parts.component("meta_learner"), MetaLearner)
+    assert isinstance(parts.component("meta_learner", next(iter(spec.components["meta_learner"]))), MetaLearner)
     assert estimator.state_dict() == {}  # a declared method: no generator drawn from yet
