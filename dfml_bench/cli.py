@@ -110,7 +110,7 @@ def _config_layers(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--seeds", multiple=True, help="Seeds, e.g. 0,1,2 (one run each).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. train.meta_iterations=200.")
 @click.option("--budget", type=float, help="API query budget per run, in images (e.g. 2e6).")
-@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools].")
 @click.option("--instance", help="Data instance of the embedded glyphs: dev (develop and tune) or sealed (a "
                                  "fresh rendering and class split, for published tables; see docs/tuning.md); "
                                  "also `instance:` in a config.  [default: dev]")
@@ -232,11 +232,8 @@ def _launcher_flags(raw: dict[str, Any], workers: int | None, ray_address: str |
 def _environment(top: Any, results: Path, reporter: Any) -> Any:
     from dfml_bench.runner import Environment
 
-    return Environment(results_root=results, device=top.device,
-                       data_root=Path(top.data_root) if top.data_root else None,
-                       cache_dir=Path(top.cache_dir) if top.cache_dir else None, loggers=tuple(top.loggers),
-                       reporter=reporter, pool_dir=Path(top.pool_dir) if top.pool_dir else None,
-                       workers=top.workers)
+    return Environment.create(results, device=top.device, data_root=top.data_root, cache_dir=top.cache_dir,
+                              loggers=top.loggers, reporter=reporter, pool_dir=top.pool_dir, workers=top.workers)
 
 
 @main.command(epilog="""\b
@@ -338,7 +335,7 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
               help="Seed of the search (which settings each trial draws); runs use the config's seeds.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting of every trial.")
 @click.option("--budget", type=float, help="API query budget per trial run, in images.")
-@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools].")
 @click.option("--launcher", help="Where trials execute: local | ray | slurm.  [default: local]")
 @click.option("--workers", type=int, help="local launcher: trials at once, each in its own process.  [default: 1]")
 @click.option("--ray-address", help="ray launcher: the cluster to join.")
@@ -533,15 +530,18 @@ def pool() -> None:
 
 
 def _pool_options(verb: str, workers_help: str) -> Any:
-    """The options `pool build` and `pool serve` share: which scenario's pool, where it is cached."""
+    """The options `pool build` and `pool serve` share: which scenario's pool, where it is cached and
+    how many processes train its APIs (--build-workers; --workers is its deprecated name)."""
     options = [
         click.option("--scenario", "-s", default="SS", show_default=True, help=f"Scenario whose pool to {verb}."),
         click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml"),
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="YAML file layered over the profile."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting."),
-        click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools."),
-        click.option("--workers", type=int, help=workers_help),
+        click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools]."),
+        click.option("--build-workers", type=int, help=workers_help),
+        click.option("--workers", "deprecated_workers", type=int, hidden=True,
+                     help="Deprecated name of --build-workers."),
     ]
 
     def decorate(fn: Any) -> Any:
@@ -552,22 +552,37 @@ def _pool_options(verb: str, workers_help: str) -> Any:
     return decorate
 
 
+def _build_workers(build_workers: int | None, deprecated_workers: int | None) -> int | None:
+    """--build-workers, or its deprecated name --workers (with a warning); both given is an error."""
+    from dfml_bench.errors import ConfigError
+
+    if deprecated_workers is None:
+        return build_workers
+    if build_workers is not None:
+        raise ConfigError("--workers is the old name of --build-workers; pass only --build-workers.")
+    _stderr().print("[yellow]warning:[/] --workers of `pool build` / `pool serve` is deprecated; use "
+                    "--build-workers (processes that train the pool's APIs).", highlight=False, soft_wrap=True)
+    return deprecated_workers
+
+
 @pool.command("build")
-@_pool_options("build", "Worker processes (default: 2).")
+@_pool_options("build", "Processes that train the pool's APIs (default: 2).")
 @click.option("--progress/--no-progress", default=None)
 @click.pass_context
 def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str | None, sets: tuple[str, ...],
-               pool_dir: str | None, workers: int | None, progress: bool | None) -> None:
+               pool_dir: str | None, build_workers: int | None, deprecated_workers: int | None,
+               progress: bool | None) -> None:
     """Train (or find cached) the API pool of a scenario and print its summary."""
     import time
 
     from dfml_bench.config import build_raw_config, component_params, top_level
     from dfml_bench.errors import ConfigError
-    from dfml_bench.pool import PoolSource
+    from dfml_bench.pool import PoolSource, verify_pool
     from dfml_bench.progress import Reporter
     from dfml_bench.runner import build_scenario_by_name, open_pool, resolve_device
 
     registry = _registry(ctx)
+    workers = _build_workers(build_workers, deprecated_workers)
     raw = build_raw_config(profile, config_file, sets, {"scenario": scenario, "pool_dir": pool_dir,
                                                         "workers": workers})
     top = top_level(raw)
@@ -579,15 +594,14 @@ def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str
                           "there is nothing to build here: build it where it is served.")
     t0 = time.perf_counter()
     api_pool = open_pool(data, registry, env, resolve_device("cpu"))
-    for index in range(len(api_pool)):  # a cached pool is ready only if every weight file is intact
-        api_pool.verify(index)
+    verify_pool(api_pool.root)  # a cached pool is ready only if every weight file is intact
     seconds = time.perf_counter() - t0
     _print_pool(api_pool.manifest, api_pool.root, summary_only=True)
     _stderr().print(f"pool ready in {seconds:.1f}s: {api_pool.root}", highlight=False)
 
 
 @pool.command("serve")
-@_pool_options("serve", "Worker processes if the pool must be built (default: 2).")
+@_pool_options("serve", "Processes that train the pool's APIs if it must be built (default: 2).")
 @click.option("--device", help="Where the APIs run: auto | cpu | cuda | cuda:N  [default: auto]")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback by default).")
 @click.option("--port", type=int, default=8765, show_default=True, help="Port (0: any free port).")
@@ -605,7 +619,8 @@ def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str
 @click.option("--progress/--no-progress", default=None)
 @click.pass_context
 def pool_serve(ctx: click.Context, scenario: str, profile: str, config_file: str | None, sets: tuple[str, ...],
-               pool_dir: str | None, workers: int | None, device: str | None, host: str, port: int,
+               pool_dir: str | None, build_workers: int | None, deprecated_workers: int | None,
+               device: str | None, host: str, port: int,
                token: str | None, rate: float | None, burst: int | None, budget: float | None,
                max_request_mb: float, fail_fraction: float, faults: str, fault_seed: int,
                progress: bool | None) -> None:
@@ -617,6 +632,7 @@ def pool_serve(ctx: click.Context, scenario: str, profile: str, config_file: str
     from dfml_bench.serve import FaultPlan, PoolServer, ServeLimits
 
     registry = _registry(ctx)
+    workers = _build_workers(build_workers, deprecated_workers)
     raw = build_raw_config(profile, config_file, sets, {"scenario": scenario, "pool_dir": pool_dir,
                                                         "workers": workers, "device": device})
     top = top_level(raw)
@@ -645,7 +661,7 @@ def pool_serve(ctx: click.Context, scenario: str, profile: str, config_file: str
 
 
 @pool.command("ls")
-@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools].")
 def pool_ls(pool_dir: str | None) -> None:
     """List the built pools in the pool cache."""
     import json
@@ -653,9 +669,10 @@ def pool_ls(pool_dir: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dfml_bench.pool import MANIFEST, default_pool_dir
+    from dfml_bench import store
+    from dfml_bench.pool import MANIFEST
 
-    root = Path(pool_dir) if pool_dir else default_pool_dir()
+    root = store.pool_dir(pool_dir)
     table = Table(title=f"API pools in {root}")
     table.add_column("pool", no_wrap=True)
     for col in ("datasets", "architectures", "APIs", "mean held-out acc"):
@@ -671,25 +688,19 @@ def pool_ls(pool_dir: str | None) -> None:
 
 @pool.command("show")
 @click.argument("pool", type=click.Path())
-@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools.")
+@click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools].")
 @click.option("--verify", is_flag=True, help="Check every API file against its checksum.")
 def pool_show(pool: str, pool_dir: str | None, verify: bool) -> None:
     """Show a pool's manifest (POOL is a pool directory or its hash)."""
-    import json
-
-    from dfml_bench.pool import MANIFEST, PoolError, _file_sha256, default_pool_dir
+    from dfml_bench import store
+    from dfml_bench.pool import MANIFEST, read_manifest, verify_pool
 
     path = Path(pool)
     if not (path / MANIFEST).exists():
-        path = (Path(pool_dir) if pool_dir else default_pool_dir()) / pool
+        path = store.pool_dir(pool_dir) / pool
     if not (path / MANIFEST).exists():
         raise DfmlError(f"no pool '{pool}' (no {MANIFEST} there); `dfml-bench pool ls` lists the built pools.")
-    manifest = json.loads((path / MANIFEST).read_text())
-    if verify:
-        for a in manifest["apis"]:
-            f = path / a["file"]
-            if not f.exists() or _file_sha256(f) != a["sha256"]:
-                raise PoolError(f"API file '{f}' is missing or does not match its checksum; delete '{path}' to rebuild.")
+    manifest = verify_pool(path) if verify else read_manifest(path)
     _print_pool(manifest, path, summary_only=False)
     if verify:
         _stderr().print(f"all {len(manifest['apis'])} API files match their checksums")

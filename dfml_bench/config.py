@@ -105,7 +105,8 @@ class TopLevel:
     loggers: list[str] = param([], "run loggers to attach (see `dfml-bench list`)")
     budget: float | None = param(None, "API query budget in images per run (None: unlimited)", min=0,
                                  max=1e15, check=_finite)
-    pool_dir: str | None = param(None, "where API pools are cached (default: <cache>/pools)")
+    pool_dir: str | None = param(None, "where API pools are cached (default: $DFML_BENCH_POOL_DIR, else "
+                                 "<cache>/pools)")
     workers: int = param(2, "worker processes for building API pools", min=1, max=1024)
     profile: str = param(DEFAULT_PROFILE, "name of the profile this config started from")
     instance: str = param("dev", "data instance of every dataset of the scenario that has instances (glyphs): dev "
@@ -391,7 +392,7 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
     `raw["method"]["name"]` / `raw["scenario"]["name"]` may be comma lists to form a grid.
     """
     check_size(raw, "the configuration")
-    top = top_level(raw)
+    top = top_level(raw)  # bounds of every setting are checked by its param(min=, max=)
     for name, cls in SECTIONS.items():
         if raw.get(name) is not None and not isinstance(raw.get(name), Mapping):
             raise ConfigError(f"'{name}' must be a mapping of settings.")
@@ -399,12 +400,6 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
     sections = {name: as_dict(build_params(cls, {k: v for k, v in (raw.get(name) or {}).items()
                                                  if name != "train" or k not in per_method}, name))
                 for name, cls in SECTIONS.items()}
-    if top.ways < 2 or top.queries < 1 or any(s < 1 for s in top.shots):
-        raise ConfigError("ways must be >= 2, queries >= 1 and every shot >= 1.")
-    if top.budget is not None and top.budget < 0:
-        raise ConfigError("budget must be a number of images >= 0 (e.g. 2e6), or null for unlimited.")
-    if sections["train"]["meta_batch_size"] < 1 or sections["train"]["meta_iterations"] < 0:
-        raise ConfigError("train.meta_batch_size must be >= 1 and train.meta_iterations >= 0.")
     methods = _names(raw, "method")
     scenarios = _names(raw, "scenario")
     for logger in top.loggers:
@@ -546,6 +541,74 @@ def data_fingerprints(s_params: Any, registry: Any, data_root: str | None) -> di
         if fingerprint is not None:
             out[str(spec)] = str(fingerprint)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentSpec:
+    """A selected component of a run: its name (a selection, e.g. ``conv4[width=32]``) and params."""
+
+    name: str
+    params: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunSpec:
+    """The typed view of one resolved run config, built once by :meth:`from_resolved`.
+
+    ``resolved`` stays the source of truth: it is what is hashed (:func:`run_id`) and written to
+    ``config.yaml``; the other fields only read it.
+    """
+
+    resolved: Mapping[str, Any]
+    run_id: str
+    method: ComponentSpec
+    scenario: ComponentSpec
+    architecture: ComponentSpec | None
+    meta_learner: ComponentSpec | None
+    components: Mapping[str, Mapping[str, Mapping[str, Any]]]  # kind -> selection -> params
+    ways: int
+    shots: int
+    queries: int
+    seed: int
+    train: TrainSettings
+    eval: EvalSettings
+    eval_rule: str | None         # the evaluation rule recorded in the run key, None: the method's own
+    budget: int | None
+    reads: tuple[str, ...]        # what of the scenario the method reads ("data", "pool")
+    val_only: bool                # a tuning trial: meta-test is never read
+    profile: str | None
+
+    @classmethod
+    def from_resolved(cls, resolved: Mapping[str, Any]) -> RunSpec:
+        def component(key: str) -> ComponentSpec | None:
+            entry = resolved.get(key)
+            return None if entry is None else ComponentSpec(str(entry["name"]), entry.get("params") or {})
+
+        ev = dict(resolved["eval"])
+        rule = ev.pop("rule", None)
+        return cls(resolved=resolved, run_id=run_id(resolved), method=component("method"),  # type: ignore[arg-type]
+                   scenario=component("scenario"), architecture=component("architecture"),  # type: ignore[arg-type]
+                   meta_learner=component("meta_learner"), components=resolved.get("components") or {},
+                   ways=int(resolved["ways"]), shots=int(resolved["shots"]), queries=int(resolved["queries"]),
+                   seed=int(resolved["seed"]), train=TrainSettings(**resolved["train"]), eval=EvalSettings(**ev),
+                   eval_rule=None if rule is None else str(rule), budget=resolved.get("budget"),
+                   reads=tuple(resolved.get("reads", READS)), val_only=bool(resolved.get("val_only")),
+                   profile=resolved.get("profile"))
+
+    @property
+    def reads_pool(self) -> bool:
+        """Whether the method may open the API pool (else its run id leaves the pool's settings out)."""
+        return "pool" in self.reads
+
+    @property
+    def label(self) -> str:
+        """The run directory's readable prefix (:func:`run_label`)."""
+        return run_label(self.resolved)
+
+    @property
+    def scenario_label(self) -> str:
+        """The scenario as tables show it (:func:`scenario_label`)."""
+        return scenario_label(self.resolved)
 
 
 def run_key(resolved: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -12,7 +12,9 @@ so listing components never imports torch) or the callable itself. What a factor
 checked against its kind's interface when the component is built (``Component.build``): the
 wrong type is a PluginError naming the plugin, the component and the expected type.
 
-Lifecycle hooks are called by the runner for every run; a logger plugin implements them.
+Lifecycle hooks (``on_run_start``, ``on_metrics``, ``on_evaluation``, ``on_run_end``) are the
+one event system of a run: the runner calls them for every run, with every plugin's
+implementations plus those of the logger components the run selected (``loggers``).
 """
 
 from __future__ import annotations
@@ -103,12 +105,20 @@ def register_launchers(register: Any) -> None:
 
 @hookspec
 def register_loggers(register: Any) -> None:
-    """Register run loggers: ``factory(params, run_dir) -> dfml_bench.interfaces.RunLogger``."""
+    """Register run loggers: ``factory(params, run_dir) -> dfml_bench.interfaces.RunLogger``.
+
+    A logger implements the lifecycle hooks below for the runs that list it in ``loggers``
+    (e.g. ``--set loggers=[csv]``); its methods take the hooks' argument names.
+    """
 
 
 @hookspec
 def register_estimators(register: Any) -> None:
-    """Register gradient estimators: ``factory(params, seed) -> dfml_bench.interfaces.GradientEstimator``."""
+    """Register gradient estimators: ``factory(params) -> dfml_bench.interfaces.GradientEstimator``.
+
+    Like every component a method builds, an estimator is then seeded once through
+    :meth:`~dfml_bench.interfaces.Seedable.reseed` (a seed derived from the run's seed and its name).
+    """
 
 
 @hookspec

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from dfml_bench.config import TrainSettings  # the `train` section, as methods see it in MethodContext.train
 from dfml_bench.errors import AccessError
 
 if TYPE_CHECKING:  # keep this module importable without torch
@@ -21,6 +22,29 @@ Params = dict[str, "torch.Tensor"]
 ACCESS_LEVELS = ("none", "black", "white", "real_data")
 
 
+class Seedable:
+    """A component with random draws of its own (meta-learners, estimators, recoverers, replay).
+
+    The runner builds such a component with ``factory(params)`` and then calls :meth:`reseed`
+    once, before the method uses it, with a seed derived from the run's seed, the component's
+    kind and the name it was selected by; the same run therefore always draws the same numbers.
+    """
+
+    def reseed(self, seed: int) -> None:  # noqa: B027 - optional: nothing to seed by default
+        """Seed the component's own generators (draw nothing before this is called)."""
+
+
+class Checkpointed:
+    """A component whose state changes while a run trains: checkpoints save and resume it."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state to checkpoint (tensors and plain data only); nothing by default."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - optional
+        """Restore what `state_dict` returned."""
+
+
 @dataclasses.dataclass
 class TaskOutcome:
     """The outer loss of one task (differentiable w.r.t. the meta parameters) and its accuracy."""
@@ -29,7 +53,7 @@ class TaskOutcome:
     accuracy: float
 
 
-class MetaLearner(abc.ABC):
+class MetaLearner(Seedable, abc.ABC):
     """Inner-loop adaptation and outer loss of one task.
 
     Fast weights are plain dicts of tensors applied with ``torch.func.functional_call``.
@@ -75,8 +99,12 @@ class Estimate:
     grad: torch.Tensor
 
 
-class GradientEstimator(abc.ABC):
-    """Estimates d loss_i / d x_i of a per-sample loss on an API's outputs (zero-order or autograd)."""
+class GradientEstimator(Seedable, Checkpointed, abc.ABC):
+    """Estimates d loss_i / d x_i of a per-sample loss on an API's outputs (zero-order or autograd).
+
+    An estimator that draws random directions seeds them in :meth:`reseed` and returns their
+    generators' state from :meth:`state_dict`, so a resumed run draws what it would have drawn.
+    """
 
     #: True when the estimator needs a WhiteBoxAPI.
     needs_white_box: ClassVar[bool] = False
@@ -102,7 +130,7 @@ class RecoveredSet:
         return pred.to(self.labels.device) == self.labels
 
 
-class DataRecoverer(abc.ABC):
+class DataRecoverer(Seedable, Checkpointed, abc.ABC):
     """Inverts one API into labelled images, optionally pushing them toward a student's boundary.
 
     A recoverer may keep state across calls (e.g. per-API learnable images); it then returns it
@@ -117,12 +145,6 @@ class DataRecoverer(abc.ABC):
 
         `estimator` is None for white-box recoverers that differentiate through the API themselves.
         """
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
 
 
 @dataclasses.dataclass
@@ -153,7 +175,7 @@ class ReplayDraw:
     query_targets: torch.Tensor | None = None
 
 
-class ReplayStrategy(abc.ABC):
+class ReplayStrategy(Seedable, Checkpointed, abc.ABC):
     """What a method keeps of its API tasks, and the replay tasks it draws from that (no queries)."""
 
     @abc.abstractmethod
@@ -170,12 +192,6 @@ class ReplayStrategy(abc.ABC):
         """Draw a replay task. A strategy that replays stored API tasks calls `class_order()` once
         per draw for the order of the API's classes over the model's outputs (output j <- class
         order[j]), so that replayed tasks follow the method's labelling of API tasks."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
 
 
 @dataclasses.dataclass
@@ -210,19 +226,6 @@ class ScenarioContext:
     data_root: Path | None
     cache_dir: Path
     seed: int
-
-
-@dataclasses.dataclass
-class TrainSettings:
-    """Meta-training settings shared by all methods (the `train` config section)."""
-
-    meta_iterations: int
-    meta_batch_size: int
-    meta_lr: float
-    val_every: int
-    val_episodes: int
-    log_every: int
-    early_stop: int = 0  # validations without a new best before training stops (0: off)
 
 
 @dataclasses.dataclass
@@ -343,6 +346,13 @@ class Method(abc.ABC):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what `state_dict` returned."""
 
+    def save_artifacts(self, run_dir: Path) -> None:  # noqa: B027 - optional
+        """Write extra files into the finished run's directory (e.g. a grid of recovered images).
+
+        Called once, after the final evaluation and before ``result.json`` is written; nothing
+        by default.
+        """
+
 
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
@@ -354,7 +364,13 @@ class RunInfo:
 
 
 class RunLogger(abc.ABC):
-    """Receives a run's lifecycle events (a CSV / TensorBoard / MLflow logger is one)."""
+    """A logger component: the lifecycle hooks (:mod:`dfml_bench.hookspecs`) of the runs that list
+    it in ``loggers`` (e.g. ``--set loggers=[csv]``).
+
+    It is built per run as ``factory(params, run_dir)``; the runner calls its methods through the
+    same pluggy hook calls as every plugin's ``on_run_start`` ... ``on_run_end`` implementations, by
+    keyword, so an override keeps the hook's argument names. Each method does nothing by default.
+    """
 
     def on_run_start(self, run: RunInfo) -> None:  # noqa: B027 - optional hook
         """A run starts."""

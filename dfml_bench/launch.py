@@ -6,6 +6,19 @@ launcher may call ``execute(job)`` in this process, in worker processes, in Ray 
 Slurm jobs; a worker loads its own plugin registry. ``execute`` never raises for a failed
 run: it writes the run's ``error.json`` and returns a failed :class:`Outcome`, so one bad run
 never stops a grid. This module imports torch only when a job executes.
+
+This is the public module for launcher plugins (``register_launchers``); everything in
+``__all__`` is stable API:
+
+* :class:`Job` and :class:`Outcome`: what a launcher receives and what ``execute`` returns;
+* :func:`run_job`: the entry point to run in a worker (process, Ray task, Slurm job): it pins
+  torch to a thread count, then calls ``execute(job)``;
+* :func:`set_threads`: the same pinning, e.g. as a process pool's initializer;
+* :func:`cpu_count`: the cores this process may use, to share them between workers;
+* :func:`missing_extra`: the error for a launcher whose optional package is not installed.
+
+The CLI uses the rest (:func:`make_jobs`, :class:`RunJob`, :func:`as_outcome`,
+:func:`failure_record`) to dispatch a grid and record its outcomes.
 """
 
 from __future__ import annotations
@@ -19,6 +32,9 @@ from typing import Any
 
 from dfml_bench import store
 from dfml_bench.errors import ConfigError, DfmlError, bounded
+
+__all__ = ["Job", "Outcome", "RunJob", "as_outcome", "cpu_count", "failure_record", "make_jobs", "missing_extra",
+           "run_job", "set_threads"]
 
 _WORKER_REGISTRY: Any = None
 
@@ -61,11 +77,9 @@ class Job:
         from dfml_bench.progress import Reporter
         from dfml_bench.runner import Environment
 
-        return Environment(results_root=Path(self.results_root), device=self.device,
-                           data_root=Path(self.data_root) if self.data_root else None,
-                           cache_dir=Path(self.cache_dir) if self.cache_dir else None, loggers=tuple(self.loggers),
-                           reporter=Reporter(progress), pool_dir=Path(self.pool_dir) if self.pool_dir else None,
-                           workers=self.pool_workers)
+        return Environment.create(self.results_root, device=self.device, data_root=self.data_root,
+                                  cache_dir=self.cache_dir, loggers=self.loggers, reporter=Reporter(progress),
+                                  pool_dir=self.pool_dir, workers=self.pool_workers)
 
 
 @dataclasses.dataclass

@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import multiprocessing
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -116,14 +115,6 @@ def pool_hash(spec: PoolSpec, datasets: Sequence[FewShotDataset]) -> str:
     blob = json.dumps({"format": POOL_FORMAT, "spec": spec_dict,
                        "datasets": [dataset_fingerprint(d) for d in datasets]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _resolve_arch(registry: Any, selection: str) -> tuple[str, dict[str, Any]]:
@@ -317,13 +308,13 @@ def _build_pool_locked(spec: PoolSpec, datasets: Sequence[FewShotDataset], regis
                      "class_names": [names[job.dataset][c] for c in job.classes],
                      "heldout_accuracy": round(acc, 4), "best_epoch": ep, "input_size": sizes[job.dataset],
                      "mean": list(job.mean), "std": list(job.std), "file": path.name,
-                     "sha256": _file_sha256(path)})
+                     "sha256": file_sha256(path)})
     manifest = {"format": POOL_FORMAT, "pool_hash": root.name, "spec": dataclasses.asdict(spec),
                 "datasets": [{"name": d.name, "class_offset": offsets[d.name],
                               "meta_train_classes": d.split("train").num_classes} for d in datasets],
                 "apis": apis}
     store.atomic_write_json(root / "build_info.json", {"seconds": time.perf_counter() - t0, "workers": workers,
-                                                       "torch": torch.__version__})
+                                                       **store.environment_record()})
     store.atomic_write_json(root / MANIFEST, manifest)
     return root
 
@@ -333,12 +324,7 @@ class APIPool:
 
     def __init__(self, root: Path, registry: Any, device: torch.device, cache_size: int = 64):
         self.root = Path(root)
-        path = self.root / MANIFEST
-        try:
-            self.manifest = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise PoolError(f"pool manifest '{path}' is missing or unreadable; delete '{self.root}' "
-                            "to rebuild the pool.") from None
+        self.manifest = read_manifest(self.root)
         self.registry, self.device = registry, device
         self._handles: OrderedDict[tuple[int, str, bool, int], BlackBoxAPI] = OrderedDict()
         self._cache_size = cache_size
@@ -357,15 +343,7 @@ class APIPool:
 
     def verify(self, index: int) -> Path:
         """Check an API file against its manifest checksum; return its path."""
-        e = self.entries[index]
-        path = self.root / e["file"]
-        if not path.exists():
-            raise PoolError(f"API file '{path}' is missing; delete '{self.root}' and run `dfml-bench pool build` "
-                            "again to rebuild the pool.")
-        if _file_sha256(path) != e["sha256"]:
-            raise PoolError(f"API file '{path}' does not match its checksum (corrupt or modified); "
-                            f"delete '{self.root}' and run `dfml-bench pool build` again to rebuild the pool.")
-        return path
+        return verify_file(self.root, self.entries[index])
 
     def load_module(self, index: int) -> torch.nn.Module:
         """Build API `index`'s network from its verified weights (for the pool's own use)."""
@@ -406,9 +384,45 @@ class APIPool:
 
 
 def default_pool_dir() -> Path:
-    env = os.environ.get("DFML_BENCH_POOL_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("DFML_BENCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "dfml-bench")
-    return Path(base) / "pools"
+    """The pool cache without --pool-dir (:func:`dfml_bench.store.pool_dir`)."""
+    return store.pool_dir()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (read in 1 MiB chunks), as the manifest records it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_file(root: Path, entry: Mapping[str, Any]) -> Path:
+    """Check one manifest entry's API file under pool directory `root` against its checksum;
+    return its path, or raise PoolError saying how to rebuild the pool."""
+    path = Path(root) / entry["file"]
+    if not path.exists():
+        raise PoolError(f"API file '{path}' is missing; delete '{root}' and run `dfml-bench pool build` "
+                        "again to rebuild the pool.")
+    if file_sha256(path) != entry["sha256"]:
+        raise PoolError(f"API file '{path}' does not match its checksum (corrupt or modified); "
+                        f"delete '{root}' and run `dfml-bench pool build` again to rebuild the pool.")
+    return path
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """A built pool's manifest, or PoolError when it is missing or unreadable."""
+    path = Path(root) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise PoolError(f"pool manifest '{path}' is missing or unreadable; delete '{root}' "
+                        "to rebuild the pool.") from None
+
+
+def verify_pool(root: Path) -> dict[str, Any]:
+    """Check every API file of the pool in `root` against its manifest checksum; return the manifest."""
+    manifest = read_manifest(root)
+    for entry in manifest["apis"]:
+        verify_file(root, entry)
+    return manifest

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from dfml_bench.errors import StoreError, shown
+from dfml_bench.errors import ConfigError, StoreError, shown
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
@@ -32,6 +32,43 @@ CHECKPOINT_FILE = "checkpoint.pt"
 RUNS_DIR = "runs"
 LOCK_FILE = ".lock"
 SPENT_FILE = ".queries.json"
+
+
+ENV_CACHE = "DFML_BENCH_CACHE"
+ENV_POOL_DIR = "DFML_BENCH_POOL_DIR"
+
+
+def cache_dir(explicit: str | Path | None = None) -> Path:
+    """The cache of rendered data: `explicit` (--cache-dir), else $DFML_BENCH_CACHE, else
+    $XDG_CACHE_HOME/dfml-bench (default ~/.cache/dfml-bench). A path that is a file is an error."""
+    if explicit is not None:
+        path, origin = Path(explicit), "--cache-dir"
+    elif os.environ.get(ENV_CACHE):
+        path, origin = Path(os.environ[ENV_CACHE]), f"${ENV_CACHE}"
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path, origin = Path(base) / "dfml-bench", "$XDG_CACHE_HOME"
+    _check_dir(path, origin)
+    return path
+
+
+def pool_dir(explicit: str | Path | None = None, cache: str | Path | None = None) -> Path:
+    """The cache of built API pools: `explicit` (--pool-dir), else $DFML_BENCH_POOL_DIR, else
+    ``pools/`` in the data cache (:func:`cache_dir` of `cache`)."""
+    if explicit is not None:
+        path, origin = Path(explicit), "--pool-dir"
+    elif os.environ.get(ENV_POOL_DIR):
+        path, origin = Path(os.environ[ENV_POOL_DIR]), f"${ENV_POOL_DIR}"
+    else:
+        return cache_dir(cache) / "pools"
+    _check_dir(path, origin)
+    return path
+
+
+def _check_dir(path: Path, origin: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{origin} points at '{path}', which is a file, not a directory; point it at a "
+                         "directory (it is created if missing).")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -322,3 +359,19 @@ def iter_failures(results_root: Path) -> Iterator[dict[str, Any]]:
         if record is not None:
             record.setdefault("run_dir", str(path))
             yield record
+
+
+def environment_record(device: Any = None) -> dict[str, Any]:
+    """What a run's (or a pool's) numbers may depend on beyond its config (docs/statistics.md): the
+    device, library versions, torch's thread count (it sets the order of float reductions),
+    whether deterministic algorithms are on, and the platform."""
+    import platform
+
+    import numpy as np
+    import torch
+
+    record: dict[str, Any] = {} if device is None else {"device": str(device)}
+    record.update(torch=torch.__version__, torch_threads=torch.get_num_threads(), numpy=np.__version__,
+                  python=platform.python_version(), platform=platform.platform(), machine=platform.machine(),
+                  deterministic=torch.are_deterministic_algorithms_enabled())
+    return record

@@ -15,8 +15,8 @@ from dfml_bench.apis import QueryBudgetExhausted, QueryLedger
 from dfml_bench.config import build_raw_config, component_params, resolve_runs
 from dfml_bench.errors import AccessError, ConfigError
 from dfml_bench.runner import Environment, build_scenario_by_name, execute_run, open_pool
-from dfml_bench.serve import (CONTENT_TYPE, FAULT_KINDS, FaultPlan, PoolServer, ServeLimits, WireError, decode_frame,
-                              encode_frame, encode_tensor)
+from dfml_bench.serve import FAULT_KINDS, FaultPlan, PoolServer, ServeLimits
+from dfml_bench.wire import CONTENT_TYPE, WireError, decode_frame, encode_frame, encode_tensor
 from dfml_plugins.pools.http import HttpPoolParams
 from dfml_plugins.pools.http import pool as http_pool
 from dfml_plugins.pools.http.pool import HttpPool, RemoteAPIError, RemoteBudgetExhausted

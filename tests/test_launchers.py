@@ -116,8 +116,10 @@ def test_local_workers_are_processes_pinned_to_a_share_of_the_cores() -> None:
     probes = launcher.run_all([0, 1, 2], _probe)
     assert len(probes) == 3 and os.getpid() not in {pid for pid, _ in probes}
     assert {threads for _, threads in probes} == {max(1, cpu_count() // 2)}
-    with pytest.raises(ConfigError, match="workers must be >= 1"):
-        LocalLauncher(LocalLauncherParams(workers=0))
+    from dfml_bench.params import build_params
+
+    with pytest.raises(ConfigError, match=r"^launcher 'local'\.workers must be >= 1, not 0"):  # its param(min=1)
+        build_params(LocalLauncherParams, {"workers": 0}, "launcher 'local'")
 
 
 def test_two_workers_give_the_same_results_as_one(baseline, tmp_path, monkeypatch) -> None:

@@ -289,8 +289,43 @@ def on_run_start(run):
     EVENTS.append(("start", run.run_id, run.run_dir, run.config["method"]["name"]))
 
 @hookimpl
+def on_metrics(run, record):
+    EVENTS.append(("metrics", run.run_id, record["iteration"], record["val_acc"]))
+
+@hookimpl
+def on_evaluation(run, split, result):
+    EVENTS.append(("evaluation", run.run_id, split, result.get("dataset", result.get("iteration"))))
+
+@hookimpl
 def on_run_end(run, result):
     EVENTS.append(("end", run.run_id, run.run_dir, result["accuracy"]))
+"""
+
+LOGGER = """
+from dfml_bench import hookimpl
+from dfml_bench.interfaces import RunLogger
+
+SEEN = []
+
+class Recorder(RunLogger):
+    def __init__(self, params, run_dir):
+        self.run_dir = run_dir
+
+    def on_run_start(self, run):
+        SEEN.append(("start", run.run_dir == self.run_dir))
+
+    def on_metrics(self, run, record):
+        SEEN.append(("metrics", record["iteration"]))
+
+    def on_evaluation(self, run, split, result):
+        SEEN.append(("evaluation", split))
+
+    def on_run_end(self, run, result):
+        SEEN.append(("end", result["run_id"] == run.run_id))
+
+@hookimpl
+def register_loggers(register):
+    register("recorder", Recorder, help="records the lifecycle events it gets")
 """
 
 
@@ -309,10 +344,35 @@ def test_on_run_end_gets_run_info_and_the_result_and_is_skipped_for_failed_runs(
     good, bad = (resolve_runs(build_raw_config("smoke", flags={"method": m}), registry)[0]
                  for m in ("random", "dict_method"))
     result = execute_run(good, registry, env)
-    path = run_path(env, good)
-    assert events == [("start", run_id(good), path, "random"), ("end", run_id(good), path, result["accuracy"])]
+    path, rid = run_path(env, good), run_id(good)
+    [dataset] = result["per_dataset"]  # random trains nothing: one validation, at iteration 0
+    assert events == [("start", rid, path, "random"), ("evaluation", rid, "val", 0),
+                      ("metrics", rid, 0, result["best_val_accuracy"]), ("evaluation", rid, "test", dataset),
+                      ("end", rid, path, result["accuracy"])]
     execute_run(good, registry, env)  # already finished: skipped, no hook
-    assert len(events) == 2
+    assert len(events) == 5
     with pytest.raises(PluginError):
         execute_run(bad, registry, env)
-    assert [e[0] for e in events] == ["start", "end", "start"]  # the failed run never ends
+    assert [e[0] for e in events][5:] == ["start"]  # the failed run never ends
+
+
+def test_a_logger_component_gets_the_lifecycle_hooks_of_the_runs_that_select_it(fake_plugin, tmp_path,
+                                                                                glyph_cache) -> None:
+    import importlib
+
+    from dfml_bench.config import build_raw_config, resolve_runs
+    from dfml_bench.runner import Environment, execute_run
+
+    fake_plugin("rec", LOGGER)
+    registry = load_registry(strict=True)
+    seen = importlib.import_module("fake_rec").SEEN
+    [run] = resolve_runs(build_raw_config("smoke", flags={"method": "random"}), registry)
+    execute_run(run, registry, Environment(tmp_path / "plain", device="cpu"))
+    assert seen == []  # not selected: never called
+    execute_run(run, registry, Environment(tmp_path / "logged", device="cpu", loggers=("recorder",)))
+    assert seen == [("start", True), ("evaluation", "val"), ("metrics", 0), ("evaluation", "test"), ("end", True)]
+    recorder = importlib.import_module("fake_rec").Recorder
+    recorder.on_metrics = lambda self, run, rec: None  # the hook passes `record`: told at once, by name
+    with pytest.raises(PluginError, match=r"^logger 'recorder' takes on_metrics\(run, rec\), but the hook passes "
+                                          r"run, record by name; rename its arguments\.$"):
+        execute_run(run, registry, Environment(tmp_path / "renamed", device="cpu", loggers=("recorder",)))

@@ -304,3 +304,46 @@ def test_pool_build_verifies_a_cached_pool_and_says_how_to_rebuild(ss_pool, tmp_
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2 and "pool ready" not in res.output, res.output
     assert "does not match its checksum" in res.output and "pool build` again" in res.output, res.output
+
+
+def test_pool_build_names_its_processes_build_workers_and_keeps_workers_as_an_alias(ss_pool, tmp_path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from dfml_bench.cli import main
+
+    _, _, root = ss_pool
+    shutil.copytree(root, tmp_path / "pools" / root.name)
+    args = ["pool", "build", "--scenario", "SS", "--profile", "smoke", "--pool-dir", str(tmp_path / "pools")]
+    res = CliRunner().invoke(main, [*args, "--build-workers", "1"])
+    assert res.exit_code == 0 and "pool ready" in res.output and "deprecated" not in res.output, res.output
+    res = CliRunner().invoke(main, [*args, "--workers", "1"])
+    assert res.exit_code == 0 and "pool ready" in res.output and "use --build-workers" in res.output, res.output
+    res = CliRunner().invoke(main, [*args, "--workers", "1", "--build-workers", "1"])
+    assert res.exit_code == 2 and "pass only --build-workers" in res.output, res.output
+    assert "--workers" not in CliRunner().invoke(main, ["pool", "build", "--help"]).output.replace("--build-workers", "")
+
+
+def test_one_pool_dir_resolver_for_runs_and_pool_commands(ss_pool, tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from dfml_bench import store
+    from dfml_bench.cli import main
+    from dfml_bench.pool import verify_pool
+
+    _, _, root = ss_pool
+    monkeypatch.setenv("DFML_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DFML_BENCH_POOL_DIR", raising=False)
+    assert Environment(tmp_path).resolved_pool_dir() == store.pool_dir() == tmp_path / "cache" / "pools"
+    monkeypatch.setenv("DFML_BENCH_POOL_DIR", str(root.parent))
+    assert Environment(tmp_path).resolved_pool_dir() == store.pool_dir() == root.parent  # runs see it too
+    assert Environment(tmp_path, pool_dir=tmp_path / "mine").resolved_pool_dir() == tmp_path / "mine"
+    assert root.name in CliRunner().invoke(main, ["pool", "ls"]).output
+    res = CliRunner().invoke(main, ["pool", "show", root.name, "--verify"])
+    assert res.exit_code == 0 and "match their checksums" in res.output, res.output
+    assert len(verify_pool(root)["apis"]) == 3
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("DFML_BENCH_POOL_DIR", str(tmp_path / "file"))
+    with pytest.raises(ConfigError, match=r"^\$DFML_BENCH_POOL_DIR points at .* which is a file"):
+        store.pool_dir()

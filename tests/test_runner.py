@@ -143,3 +143,26 @@ def test_help_and_list_do_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "NO_TORCH" in proc.stdout
+
+
+def test_every_component_a_method_builds_comes_from_one_factory_and_is_seeded_alike(registry, glyph_cache,
+                                                                                     tmp_path) -> None:
+    import torch
+
+    from dfml_bench.config import RunSpec, build_raw_config, resolve_runs, run_id
+    from dfml_bench.interfaces import DataRecoverer, GradientEstimator, MetaLearner
+    from dfml_bench.runner import Environment, RunParts, build_scenario
+    from dfml_bench.seeding import derive_seed
+
+    [resolved] = resolve_runs(build_raw_config("smoke", flags={"method": "bidf_mkd", "shots": [1]}), registry)
+    spec = RunSpec.from_resolved(resolved)
+    assert spec.run_id == run_id(resolved) and spec.resolved is resolved and spec.reads_pool
+    env = Environment(tmp_path, device="cpu", cache_dir=glyph_cache)
+    parts = RunParts(spec, registry, env, build_scenario(registry, resolved, env), torch.device("cpu"))
+    [estimator_name] = spec.components["estimator"]
+    estimator = parts.component("estimator", estimator_name)
+    assert isinstance(estimator, GradientEstimator)
+    assert estimator.seed == derive_seed("estimator", spec.seed, estimator_name)  # the seed it was always given
+    assert isinstance(parts.component("recoverer", next(iter(spec.components["recoverer"]))), DataRecoverer)
+    assert isinstance(parts.component("meta_learner", next(iter(spec.components["meta_learner"]))), MetaLearner)
+    assert estimator.state_dict() == {}  # a declared method: no generator drawn from yet

@@ -33,6 +33,9 @@ class _ZeroOrder(GradientEstimator):
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
 
+    def reseed(self, seed: int) -> None:
+        self.seed, self._generators = seed, {}
+
     def _generator(self, device: torch.device) -> torch.Generator:
         g = self._generators.get(device)
         if g is None:

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from dfml_bench.errors import ConfigError
 from dfml_bench.interfaces import Launcher
 from dfml_bench.launch import cpu_count, set_threads
 from dfml_plugins.launchers.local import LocalLauncherParams
@@ -19,9 +18,6 @@ class LocalLauncher(Launcher):
 
     def __init__(self, params: LocalLauncherParams | None = None):
         self.params = params or LocalLauncherParams()
-        if self.params.workers < 1 or self.params.threads < 0:
-            raise ConfigError("launcher.local.workers must be >= 1 and launcher.local.threads >= 0 "
-                              f"(got {self.params.workers} and {self.params.threads}); e.g. --workers 2.")
 
     def threads_per_worker(self) -> int:
         """Torch threads of each worker process: `threads`, or an equal share of the cores."""

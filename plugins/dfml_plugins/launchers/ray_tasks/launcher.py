@@ -28,9 +28,6 @@ class RayLauncher(Launcher):
 
     def __init__(self, params: RayLauncherParams | None = None):
         self.params = params or RayLauncherParams()
-        if self.params.num_cpus <= 0 or self.params.num_gpus < 0:
-            raise ConfigError("launcher.ray.num_cpus must be > 0 and num_gpus >= 0 "
-                              f"(got {self.params.num_cpus} and {self.params.num_gpus}).")
         self.ray = import_ray()
 
     def _init(self) -> bool:

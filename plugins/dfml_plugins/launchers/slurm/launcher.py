@@ -33,9 +33,6 @@ class SlurmLauncher(Launcher):
     def __init__(self, params: SlurmLauncherParams | None = None):
         self.params = params or SlurmLauncherParams()
         p = self.params
-        if p.cpus < 1 or p.gpus < 0 or p.time < 1 or p.array_parallelism < 1:
-            raise ConfigError("launcher.slurm needs cpus >= 1, gpus >= 0, time >= 1 (minutes) and "
-                              f"array_parallelism >= 1 (got {p.cpus}, {p.gpus}, {p.time}, {p.array_parallelism}).")
         self.submitit = import_submitit()
         self.remote = p.executor == "slurm"
         if p.executor == "slurm" and shutil.which("sbatch") is None:

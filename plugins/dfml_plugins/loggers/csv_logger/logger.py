@@ -11,7 +11,10 @@ from dfml_bench.interfaces import RunInfo, RunLogger
 
 
 class CsvLogger(RunLogger):
-    """Appends every metrics record to <run_dir>/metrics.csv (columns fixed by the first record)."""
+    """Appends every metrics record to <run_dir>/metrics.csv (columns fixed by the first record).
+
+    It implements the ``on_metrics`` lifecycle hook for the runs that select it (``loggers: [csv]``).
+    """
 
     def __init__(self, params: Any, run_dir: Path):
         self.path = Path(run_dir) / "metrics.csv"

@@ -176,7 +176,7 @@ class BidfMkd(Method):
                 "schedule": [self.best_acc, self.since_best, self.api_next],
                 "generator": self.generator.get_state(), "cpu_generator": self.cpu_generator.get_state(),
                 # the estimator's own seeded generators (zero-order directions), when it has any
-                "estimator": self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else {},
+                "estimator": self.estimator.state_dict(),
                 "last_images": self.last_images}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -185,7 +185,7 @@ class BidfMkd(Method):
         self.best_acc, self.since_best, self.api_next = state["schedule"]
         self.generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
         self.cpu_generator.set_state(state["cpu_generator"].cpu())
-        if state.get("estimator") and hasattr(self.estimator, "load_state_dict"):
+        if state.get("estimator"):
             self.estimator.load_state_dict(state["estimator"])
         last = state.get("last_images")
         self.last_images = last.cpu() if last is not None else None

@@ -89,7 +89,7 @@ class KDDistill(Method):
                 "kept": [list(s) for s in self.kept],
                 "generator": self.generator.get_state(), "cpu_generator": self.cpu_generator.get_state(),
                 "last_images": self.last_images,
-                "estimator": self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else {}}
+                "estimator": self.estimator.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.head.load_state_dict(state["head"])
@@ -100,7 +100,7 @@ class KDDistill(Method):
         self.cpu_generator.set_state(state["cpu_generator"].cpu())
         last = state.get("last_images")
         self.last_images = last.cpu() if last is not None else None
-        if state.get("estimator") and hasattr(self.estimator, "load_state_dict"):
+        if state.get("estimator"):
             self.estimator.load_state_dict(state["estimator"])
 
     def save_artifacts(self, run_dir: Path) -> None:

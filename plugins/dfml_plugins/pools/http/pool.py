@@ -24,7 +24,7 @@ import torch
 
 from dfml_bench.apis import APIInfo, BlackBoxAPI, QueryBudgetExhausted, QueryLedger
 from dfml_bench.errors import AccessError, ConfigError, DfmlError
-from dfml_bench.serve import CONTENT_TYPE, PROTOCOL, WireError, decode_tensor, encode_tensor
+from dfml_bench.wire import CONTENT_TYPE, PROTOCOL, WireError, decode_tensor, encode_tensor
 from dfml_plugins.pools.http import HttpPoolParams
 
 
