@@ -152,6 +152,22 @@ class TinyPool:
         return None
 
 
+def tiny_scenario(classes: int = 10, per_class: int = 6, image_size: int = 8) -> Any:
+    """A black-box ScenarioData over one synthetic dataset of random images (no pool spec)."""
+    import torch
+
+    from dfml_bench.data import FewShotDataset, ImageSplit
+    from dfml_bench.interfaces import ScenarioData
+
+    g = torch.Generator().manual_seed(0)
+    splits = {}
+    for i, split in enumerate(("train", "val", "test")):
+        images = torch.randint(0, 256, (classes * per_class, 3, image_size, image_size), generator=g, dtype=torch.uint8)
+        labels = torch.arange(classes).repeat_interleave(per_class)
+        splits[split] = ImageSplit(images, labels, [f"{split}-{c}" for c in range(classes)])
+    return ScenarioData("tiny", [FewShotDataset("tiny", splits, image_size)], access="black")
+
+
 def _task(ways: int = 5, shots: int = 2, queries: int = 3, size: int = 16, seed: int = 0,
           targets: bool = True) -> Any:
     import torch
@@ -404,8 +420,7 @@ def check_evaluation_rule(name: str, registry: Registry | None = None, params: M
     from dfml_bench.interfaces import EvaluationRule
 
     registry = registry or load_registry()
-    comp = registry.get("evaluation_rule", name)
-    rule = _build(registry, "evaluation_rule", name, params if params is not None or comp.params else {})
+    rule = _build(registry, "evaluation_rule", name, params)
     assert isinstance(rule, EvaluationRule), f"evaluation rule '{name}' must subclass EvaluationRule"
     model = _small_model(registry, 5).train()
     task = _task(targets=False)
@@ -496,18 +511,19 @@ def check_replay(name: str, registry: Registry | None = None, params: Mapping[st
 # pool, launcher, logger, lifecycle hooks
 
 
-def check_pool(name: str, params: Mapping[str, Any] | None = None, registry: Registry | None = None,
+def check_pool(name: str, registry: Registry | None = None, params: Mapping[str, Any] | None = None,
                scenario: Any = None, device: str = "cpu") -> None:
     """A pool plugin (``factory(params, scenario, device)``): ``len`` >= 1, ``info(i)`` an APIInfo,
     ``api(i, ledger, output=...)`` handles whose ``query`` answers [B, K] logits, probabilities or
     [B] labels, charging the ledger exactly B images to ``info(i).api_id``, the same answers for
-    the same images; then ``close()``."""
+    the same images; then ``close()``. `scenario` defaults to :func:`tiny_scenario`."""
     import torch
 
     from dfml_bench.apis import APIInfo, QueryLedger
 
     registry = registry or load_registry()
-    pool = _build(registry, "pool", name, params, scenario, torch.device(device))
+    pool = _build(registry, "pool", name, params, scenario if scenario is not None else tiny_scenario(),
+                  torch.device(device))
     try:
         assert len(pool) >= 1, f"pool '{name}' holds no API"
         for i in range(min(len(pool), 3)):
@@ -579,7 +595,9 @@ _EVENTS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("on_evaluation", {"split": "val", "result": {"iteration": 0, "accuracy": 20.0}}),
     ("on_metrics", {"record": {"iteration": 1, "queries": 10, "val_acc": 20.0, "wall_time": 0.2}}),
     ("on_evaluation", {"split": "test", "result": {"dataset": "glyphs-letters", "accuracy": 21.0, "ci95": 1.0}}),
-    ("on_run_end", {"result": {"accuracy": 21.0, "ci95": 1.0, "queries": 10, "per_dataset": {}}}),
+    ("on_run_end", {"result": {"run_id": "0123456789abcdef", "method": "random", "scenario": "SS", "shots": 1,
+                                "seed": 0, "accuracy": 21.0, "ci95": 1.0, "queries": 10, "per_dataset": {},
+                                "wall_time_s": 1.0}}),
 )
 
 
@@ -745,7 +763,8 @@ def check_method(name: str, results: Path, registry: Registry | None = None, sce
     comp = registry.get("method", name)
     raw = build_raw_config(SMOKE_PROFILE, sets=list(sets), flags={"method": name, "scenario": scenario})
     runs = resolve_runs(raw, registry)
-    env = Environment(results_root=Path(results), device="cpu", cache_dir=cache_dir)
+    # pools of smoke scenarios are tiny: building them in this process beats starting workers
+    env = Environment(results_root=Path(results), device="cpu", cache_dir=cache_dir, workers=1)
     result: dict[str, Any] = {}
     for resolved in runs:
         result = execute_run(resolved, registry, env)
