@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from dfml_bench.cli import main
 from dfml_bench.plugins import KINDS, load_registry
-from dfml_bench.testing import check_component, check_hooks
+from dfml_bench.testing import check_component, check_hooks, tiny_scenario
 
 PAGES = Path(__file__).resolve().parents[1] / "docs" / "components"
 #: a skeleton block: fenced as `python skeleton`, its first line naming the module it is
@@ -70,6 +70,9 @@ def test_the_skeletons_form_a_plugin_with_one_component_of_every_kind(acme) -> N
 def test_each_skeleton_passes_its_conformance_check(acme, kind: str, tmp_path: Path) -> None:
     extra = {"method": {"results": tmp_path, "scenario": "stripes_ss"}}.get(kind, {})
     check_component(kind, NAMES[kind], registry=acme, **extra)
+    if kind == "pool":  # the other output modes too
+        for output in ("probs", "label"):
+            check_component(kind, NAMES[kind], registry=acme, scenario=tiny_scenario(output=output))
 
 
 def test_the_lifecycle_hooks_pass_their_check(acme, tmp_path: Path) -> None:
