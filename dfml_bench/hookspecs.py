@@ -13,6 +13,7 @@ checked against its kind's interface when the component is built (``Component.bu
 wrong type is a PluginError naming the plugin, the component and the expected type.
 
 Lifecycle hooks are called by the runner for every run; a logger plugin implements them.
+docs/components/ describes each kind's contract, with a skeleton and its conformance check.
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ def register_datasets(register: Any) -> None:
 
 @hookspec
 def register_architectures(register: Any) -> None:
-    """Register network architectures: ``factory(params, num_classes, image_size) -> nn.Module``.
+    """Register network architectures:
+    ``factory(params, num_classes, image_size, *, running_stats=False) -> torch.nn.Module``.
 
     ``image_size`` is None when inputs of several sizes must be accepted (global pooling).
+    BatchNorm keeps no running statistics unless ``running_stats`` (the pool builder asks for
+    them for APIs; meta models use batch statistics).
     """
 
 
@@ -103,12 +107,21 @@ def register_launchers(register: Any) -> None:
 
 @hookspec
 def register_loggers(register: Any) -> None:
-    """Register run loggers: ``factory(params, run_dir) -> dfml_bench.interfaces.RunLogger``."""
+    """Register run loggers: ``factory(params, run_dir) -> dfml_bench.interfaces.RunLogger``.
+
+    A logger is selected by the config's ``loggers`` list and receives the lifecycle events of
+    each run (``params`` is None: loggers take no settings).
+    """
 
 
 @hookspec
 def register_estimators(register: Any) -> None:
-    """Register gradient estimators: ``factory(params, seed) -> dfml_bench.interfaces.GradientEstimator``."""
+    """Register gradient estimators: ``factory(params, seed) -> dfml_bench.interfaces.GradientEstimator``.
+
+    ``seed`` is derived from the run seed: draw every direction from a generator seeded with it,
+    and return that generator's state from ``state_dict`` (restored by ``load_state_dict``), or a
+    resumed run draws other directions than an uninterrupted one.
+    """
 
 
 @hookspec
@@ -124,6 +137,9 @@ def register_replay_strategies(register: Any) -> None:
 @hookspec
 def register_pools(register: Any) -> None:
     """Register sources of pools served elsewhere: ``factory(params, scenario, device) -> pool``.
+
+    ``scenario`` is the :class:`dfml_bench.interfaces.ScenarioData`, ``device`` the run's
+    ``torch.device``.
 
     A scenario selects one with ``pool: {kind: NAME, ...params}``. The pool answers ``len(pool)``,
     ``pool.info(i) -> APIInfo``, ``pool.api(i, ledger, output=..., white_box=...) -> BlackBoxAPI``
@@ -143,7 +159,8 @@ def register_evaluation_rules(register: Any) -> None:
 
 @hookspec
 def on_run_start(run: Any) -> None:
-    """A run starts (``run`` is a :class:`dfml_bench.interfaces.RunInfo`)."""
+    """A run starts or resumes (``run`` is a :class:`dfml_bench.interfaces.RunInfo`: ``run_id``,
+    ``run_dir``, the resolved ``config``)."""
 
 
 @hookspec
@@ -158,7 +175,8 @@ def on_evaluation(run: Any, split: str, result: dict) -> None:
 
 @hookspec
 def on_run_end(run: Any, result: dict) -> None:
-    """A run finished; ``result`` is what was written to result.json.
+    """A run finished; ``result`` is the dict just written to result.json (``accuracy``, ``ci95``,
+    ``per_dataset``, ``queries``, ``wall_time_s``, ...).
 
     Not called for a run that failed (its error goes to error.json) nor for one skipped because
     it was already finished.
