@@ -61,8 +61,10 @@ def test_builtin_component_passes_its_check(kind: str, name: str, request: pytes
 METHODS = [c.name for c in REGISTRY.components("method") if not c.meta.get("base")]  # variants share their code
 
 
-#: the smoke profile cut to one meta-iteration, one validation episode and two test episodes
-SHORT = ("train.meta_iterations=1", "train.val_every=1", "train.val_episodes=1", "eval.episodes=2")
+#: the smoke profile cut to one meta-iteration, one validation episode, two test episodes and a narrow
+#: generator recoverer
+SHORT = ("train.meta_iterations=1", "train.val_every=1", "train.val_episodes=1", "eval.episodes=2",
+         "recoverer.generator.width=16")
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -20,6 +20,8 @@ from dfml_bench.testing import check_component, check_hooks, tiny_scenario
 PAGES = Path(__file__).resolve().parents[1] / "docs" / "components"
 #: a skeleton block: fenced as `python skeleton`, its first line naming the module it is
 SKELETON = re.compile(r"```python skeleton\n# (\w+)\.py\n(.*?)```", re.S)
+#: the smoke profile cut to two meta-iterations (one validation between), two test episodes
+SHORT = ("train.meta_iterations=2", "train.val_every=1", "train.val_episodes=2", "eval.episodes=2")
 #: the component of each kind that the skeletons register
 NAMES = {"estimator": "gauss_fd", "recoverer": "pixel_descent", "meta_learner": "sgd_inner",
          "replay": "recent_classes", "evaluation_rule": "nearest_neighbour", "scenario": "stripes_ss",
@@ -68,7 +70,7 @@ def test_the_skeletons_form_a_plugin_with_one_component_of_every_kind(acme) -> N
 
 @pytest.mark.parametrize("kind", sorted(NAMES))
 def test_each_skeleton_passes_its_conformance_check(acme, kind: str, tmp_path: Path) -> None:
-    extra = {"method": {"results": tmp_path, "scenario": "stripes_ss"}}.get(kind, {})
+    extra = {"method": {"results": tmp_path, "scenario": "stripes_ss", "sets": SHORT}}.get(kind, {})
     check_component(kind, NAMES[kind], registry=acme, **extra)
     if kind == "pool":  # the other output modes too
         for output in ("probs", "label"):
@@ -86,7 +88,8 @@ def test_the_skeletons_run_in_a_smoke_grid_next_to_the_built_ins(acme, tmp_path:
         "--strict-plugins", "run", "-m", "recover_adapt,random", "--scenario", "SS,stripes_ss,custom",
         "--profile", "smoke", "--launcher", "serial", "--set", "architecture.name=tiny_cnn",
         "--set", "loggers=[event_log]", "--set", "scenario.custom.datasets=[stripes]",
-        "--set", "scenario.custom.pool={kind: random_teachers}", "--set", "workers=1", "--results", str(results),
+        "--set", "scenario.custom.pool={kind: random_teachers}", "--set", "workers=1",
+        *(arg for item in SHORT for arg in ("--set", item)), "--results", str(results),
         "--device", "cpu", "--no-progress"], terminal_width=200)
     assert out.exit_code == 0, out.output
     runs = {p.parent.name: json.loads(p.read_text()) for p in (results / "runs").glob("*/result.json")}
