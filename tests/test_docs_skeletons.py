@@ -107,3 +107,35 @@ def test_the_skeletons_run_in_a_smoke_grid_next_to_the_built_ins(acme, tmp_path:
             assert summary["run_id"] == result["run_id"] and summary["accuracy"] == result["accuracy"]
             events = [json.loads(line)["event"] for line in (run_dir / "events.jsonl").read_text().splitlines()]
             assert events[0] == "start" and events[-1] == "end"
+
+
+def commands() -> list[str]:
+    """Every `dfml-bench run ...` command of the component pages' bash blocks (continuations joined)."""
+    out = []
+    for page in sorted(PAGES.glob("*.md")):
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                if line.startswith("dfml-bench run "):
+                    out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("command", commands())
+def test_the_config_keys_on_the_pages_resolve(acme, command: str) -> None:
+    """Each documented command selects and sets what it says, with the skeletons installed (the
+    config is resolved as `run` resolves it; nothing is run)."""
+    import shlex
+
+    from dfml_bench.config import build_raw_config, component_params, resolve_runs
+
+    args = shlex.split(command, comments=True)[2:]
+    opts: dict[str, list[str]] = {}
+    for flag, value in zip(args[::2], args[1::2]):
+        opts.setdefault({"-m": "--method"}.get(flag, flag), []).append(value)
+    assert set(opts) <= {"--method", "--scenario", "--set", "--profile", "--seeds", "--launcher"}, command
+    flags = {"method": opts["--method"][0], "scenario": opts.get("--scenario", [None])[0],
+             "seeds": [int(s) for s in opts["--seeds"][0].split(",")] if "--seeds" in opts else None,
+             "launcher": opts.get("--launcher", [None])[0]}
+    raw = build_raw_config(opts.get("--profile", ["quick"])[0], sets=opts.get("--set", []), flags=flags)
+    assert resolve_runs(raw, acme)
+    component_params(raw, "launcher", acme)
