@@ -38,11 +38,13 @@ def _child(a: dict) -> dict[str, float]:
 
     from bench_util import side_by_side
     from dfml_bench.apis import APIInfo, QueryLedger, make_api
-    from dfml_plugins.estimators.zeroth_order import ZOForward
-    from dfml_plugins.methods.bidf_mkd import inference_weights
-    from dfml_plugins.models.conv4 import build_conv4
-    from dfml_plugins.params import Conv4Params, GeneratorRecovererParams, ZOParams
-    from dfml_plugins.recoverers.generator import GeneratorRecoverer
+    from dfml_plugins.estimators.zeroth_order import ZOParams
+    from dfml_plugins.estimators.zeroth_order.estimator import ZOForward
+    from dfml_plugins.methods.bidf_mkd.method import inference_weights
+    from dfml_plugins.models.conv4 import Conv4Params
+    from dfml_plugins.models.conv4.model import build_conv4
+    from dfml_plugins.recoverers.generator import GeneratorRecovererParams
+    from dfml_plugins.recoverers.generator.recoverer import GeneratorRecoverer
 
     torch.set_num_threads(int(a["threads"]))
     torch.manual_seed(0)

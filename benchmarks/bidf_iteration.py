@@ -33,10 +33,10 @@ from bench_util import set_threads
 from dfml_bench.config import build_raw_config, resolve_runs
 from dfml_bench.plugins import load_registry
 from dfml_bench.runner import Environment, execute_run
-from dfml_plugins.estimators.zeroth_order import ZOForward
-from dfml_plugins.meta_learners.kd import BilevelKD
-from dfml_plugins.methods.bidf_mkd import BidfMkd
-from dfml_plugins.recoverers.generator import GeneratorRecoverer
+from dfml_plugins.estimators.zeroth_order.estimator import ZOForward
+from dfml_plugins.meta_learners.kd.learner import BilevelKD
+from dfml_plugins.methods.bidf_mkd.method import BidfMkd
+from dfml_plugins.recoverers.generator.recoverer import GeneratorRecoverer
 
 
 def _timed(owner: type, name: str, key: str, totals: dict[str, float], sync: Callable[[], None]) -> Callable[[], None]:
@@ -61,7 +61,7 @@ def generator_layout(args: argparse.Namespace, device: object) -> float:
     import torch
 
     from bench_util import side_by_side
-    from dfml_plugins.recoverers.generator import Generator, augment
+    from dfml_plugins.recoverers.generator.recoverer import Generator, augment
 
     def make(channels_last: bool) -> Callable[[], None]:
         g = torch.Generator(device=device).manual_seed(0)
@@ -97,8 +97,8 @@ def student_layout(args: argparse.Namespace, device: object) -> float:
     from torch.func import functional_call
 
     from bench_util import side_by_side
-    from dfml_plugins.methods.bidf_mkd import inference_weights
-    from dfml_plugins.models.conv4 import Conv4
+    from dfml_plugins.methods.bidf_mkd.method import inference_weights
+    from dfml_plugins.models.conv4.model import Conv4
 
     dev = torch.device(device)  # type: ignore[arg-type]
     torch.manual_seed(0)

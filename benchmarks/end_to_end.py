@@ -11,8 +11,11 @@ API's forward rate on the same machine in the same process:
           sending fewer images or making the API itself faster
 * shares: exclusive time in the API forward (`api.query`), the boundary term's student
           forward, the ZO estimator's own algebra (directions, differences), the rest of a
-          recovery (generator forward/backward, augmentation, losses), replay meta-iterations,
-          evaluation (validation and the final meta-test), and everything else
+          recovery (generator forward/backward, augmentation, losses), the rest of an API
+          meta-iteration (inner KD, outer loss, its backward and the optimizer step), whole replay
+          meta-iterations (task draws, second-order inner loops, backward, optimizer step),
+          evaluation (validation and the final meta-test), and everything else (start-up,
+          data, logging)
 
 `--meta-iterations` cuts the run (and the boundary term starts at meta-iteration 0 unless
 `--set method.bidf_mkd.boundary_start=...` says otherwise) for a shorter measurement; the
@@ -39,7 +42,7 @@ from typing import Any
 
 from dfml_bench.allocator import keep_freed_memory
 
-SHARES = ("api forward", "boundary student", "zo algebra", "generator", "replay", "evaluation")
+SHARES = ("api forward", "boundary student", "zo algebra", "generator", "kd inner/outer", "replay", "evaluation")
 
 
 class Timers:
@@ -70,9 +73,9 @@ def instrumented(timers: Timers) -> Iterator[dict[str, list[str]]]:
     that could not be found (their time counts as 'other'), "pools": the pools the run opened}."""
     import dfml_bench.runner as runner
     from dfml_bench.apis import BlackBoxAPI
-    from dfml_plugins.estimators import zeroth_order
-    from dfml_plugins.methods import bidf_mkd
-    from dfml_plugins.recoverers import generator
+    from dfml_plugins.estimators.zeroth_order import estimator as zeroth_order
+    from dfml_plugins.methods.bidf_mkd import method as bidf_mkd
+    from dfml_plugins.recoverers.generator import recoverer as generator
 
     patched: list[tuple[Any, str, Any]] = []
     missing: list[str] = []
@@ -98,7 +101,15 @@ def instrumented(timers: Timers) -> Iterator[dict[str, list[str]]]:
     patch(zeroth_order._ZeroOrder, "estimate", "zo algebra")
     patched.append((generator.GeneratorRecoverer, "recover", recover))
     generator.GeneratorRecoverer.recover = timers.wrap("generator", recover_with_timed_student)
-    patch(bidf_mkd.BidfMkd, "_replay_task", "replay")  # every replay strategy's tasks
+    train_step = bidf_mkd.BidfMkd.train_step
+
+    def train_step_timed(self: Any, iteration: int) -> Any:
+        # the whole meta-iteration, backward and optimizer step included; its recovery has its own parts
+        part = "kd inner/outer" if self._is_api_iteration(iteration) else "replay"
+        return timers.wrap(part, train_step)(self, iteration)
+
+    patched.append((bidf_mkd.BidfMkd, "train_step", train_step))
+    bidf_mkd.BidfMkd.train_step = train_step_timed  # every replay strategy's meta-iterations
     patch(runner, "evaluate", "evaluation")
     open_pool = runner.open_pool
 

@@ -19,8 +19,8 @@ import torch
 from bench_util import set_threads, side_by_side
 from dfml_bench.data import EpisodeSampler, ImageSplit, Normalizer
 from dfml_bench.evaluation import evaluate
-from dfml_plugins.models.conv4 import build_conv4
-from dfml_plugins.params import Conv4Params
+from dfml_plugins.models.conv4 import Conv4Params
+from dfml_plugins.models.conv4.model import build_conv4
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -19,10 +19,12 @@ import torch
 
 from bench_util import child_args, in_subprocess, peak_above_now, set_threads, side_by_side
 from dfml_bench.data import Task
-from dfml_plugins.meta_learners.kd import BilevelKD
-from dfml_plugins.meta_learners.maml import MAML
-from dfml_plugins.models.conv4 import build_conv4
-from dfml_plugins.params import Conv4Params, KDParams, MamlParams
+from dfml_plugins.meta_learners.kd import KDParams
+from dfml_plugins.meta_learners.kd.learner import BilevelKD
+from dfml_plugins.meta_learners.maml import MamlParams
+from dfml_plugins.meta_learners.maml.learner import MAML
+from dfml_plugins.models.conv4 import Conv4Params
+from dfml_plugins.models.conv4.model import build_conv4
 
 LEARNERS = ("kd", "maml")
 

@@ -24,9 +24,10 @@ import torch
 from dfml_bench.apis import QueryLedger
 from dfml_bench.plugins import load_registry
 from dfml_bench.pool import APIPool, default_pool_dir
-from dfml_plugins.estimators.zeroth_order import WhiteBoxGradient, ZOForward
-from dfml_plugins.params import GeneratorRecovererParams, ZOParams
-from dfml_plugins.recoverers.generator import GeneratorRecoverer
+from dfml_plugins.estimators.zeroth_order import ZOParams
+from dfml_plugins.estimators.zeroth_order.estimator import WhiteBoxGradient, ZOForward
+from dfml_plugins.recoverers.generator import GeneratorRecovererParams
+from dfml_plugins.recoverers.generator.recoverer import GeneratorRecoverer
 
 
 def main(argv: list[str] | None = None) -> list[float]:

@@ -40,16 +40,21 @@ from dfml_bench.data import EpisodeSampler, Normalizer, Task
 from dfml_bench.evaluation import evaluate
 from dfml_bench.plugins import load_registry
 from dfml_bench.pool import APIPool, default_pool_dir
-from dfml_plugins.datasets.glyphs import build_glyphs
-from dfml_plugins.estimators.zeroth_order import WhiteBoxGradient, ZOForward
-from dfml_plugins.meta_learners.kd import BilevelKD
-from dfml_plugins.meta_learners.maml import MAML
-from dfml_plugins.models.conv4 import build_conv4
-from dfml_plugins.params import (Conv4Params, GeneratorRecovererParams, GlyphsParams, KDParams, MamlParams,
-                                 TaskMemoryParams, ZOParams)
+from dfml_plugins.datasets.glyphs import GlyphsParams
+from dfml_plugins.datasets.glyphs.dataset import build_glyphs
+from dfml_plugins.estimators.zeroth_order import ZOParams
+from dfml_plugins.estimators.zeroth_order.estimator import WhiteBoxGradient, ZOForward
+from dfml_plugins.meta_learners.kd import KDParams
+from dfml_plugins.meta_learners.kd.learner import BilevelKD
+from dfml_plugins.meta_learners.maml import MamlParams
+from dfml_plugins.meta_learners.maml.learner import MAML
+from dfml_plugins.models.conv4 import Conv4Params
+from dfml_plugins.models.conv4.model import build_conv4
 from dfml_plugins.recoverers.api_loss import api_probs
-from dfml_plugins.recoverers.generator import GeneratorRecoverer, augment
-from dfml_plugins.replay.task_memory import TaskMemory
+from dfml_plugins.recoverers.generator import GeneratorRecovererParams
+from dfml_plugins.recoverers.generator.recoverer import GeneratorRecoverer, augment
+from dfml_plugins.replay.task_memory import TaskMemoryParams
+from dfml_plugins.replay.task_memory.replay import TaskMemory
 
 SOURCES = ("real", "noise", "generator-zo", "generator-wb", "deepinversion")
 

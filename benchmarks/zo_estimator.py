@@ -12,7 +12,9 @@ Measured side by side in one process, on one device, for conv4 / resnet10 / resn
          of chunks, the base point in a separate pass
 
 The headline first: ours/bare at the profiles' step sizes (quick: B = 30 images, q = 20; paper:
-B = 150, q = 100) on the SS APIs' architecture (conv4-w32, 32 px); target <= 1.05. Then the
+B = 150, q = 100) on the SS APIs' architecture (conv4-w32, 32 px); target <= 1.05. `draws` times
+the step's B q d normal draws alone (the estimator's chunks, a seeded generator: one serial
+stream on CPU) and `bound` = 1 + draws/bare, the lowest ours/bare that these draws allow. Then the
 table: ours/bare and naive/ours (speed-up) per architecture and size at `--batch` / `--q`.
 ``--ablate`` adds the before/after figures of each optimisation kept in the hot path, each
 measured side by side the same way: API forward in one pass vs cache-sized slices
@@ -34,10 +36,12 @@ import torch.nn.functional as F
 
 from bench_util import set_threads, side_by_side
 from dfml_bench.apis import APIInfo, QueryLedger, make_api
-from dfml_plugins.estimators.zeroth_order import ZOForward
-from dfml_plugins.models.conv4 import build_conv4
-from dfml_plugins.models.resnet import build_resnet10, build_resnet18
-from dfml_plugins.params import Conv4Params, ResNetParams, ZOParams
+from dfml_plugins.estimators.zeroth_order import ZOParams
+from dfml_plugins.estimators.zeroth_order.estimator import ZOForward
+from dfml_plugins.models.conv4 import Conv4Params
+from dfml_plugins.models.conv4.model import build_conv4
+from dfml_plugins.models.resnet import ResNetParams
+from dfml_plugins.models.resnet.model import build_resnet10, build_resnet18
 
 MEAN, STD = (0.5,) * 3, (0.25,) * 3
 
@@ -87,10 +91,19 @@ def headline(args: argparse.Namespace, device: torch.device) -> list[dict[str, f
         def loss(inputs: torch.Tensor, scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(scores, y[index], reduction="none")
 
-        t = side_by_side({"bare": lambda: api.query(pts), "ours": lambda: est.estimate(api, x, loss)}, device,
-                         args.headline_repeats)
+        d = x[0].numel()
+        n_img, n_dir = est.chunks(d, reserved=b * d * x.element_size())
+        g = torch.Generator(device=device).manual_seed(0)
+
+        def draws() -> None:  # the step's unit directions alone, drawn in the estimator's chunks
+            for start in range(0, b, n_img):
+                for j in range(0, q, n_dir):
+                    torch.randn(min(n_img, b - start), min(n_dir, q - j), d, device=device, generator=g)
+
+        t = side_by_side({"bare": lambda: api.query(pts), "ours": lambda: est.estimate(api, x, loss),
+                          "draws": draws}, device, args.headline_repeats)
         print(f"{name:7s} {b:4d} {q:4d} {b * (q + 1):7d} {t['bare']:7.3f} {t['ours']:7.3f} "
-              f"{t['ours'] / t['bare']:8.2f}x", flush=True)
+              f"{t['ours'] / t['bare']:8.2f}x {t['draws']:7.3f} {1 + t['draws'] / t['bare']:8.2f}x", flush=True)
         rows.append({"profile": name, "batch": b, "q": q, **t})
     return rows
 
@@ -166,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     if args.headline:
         print(f"device={device} threads={torch.get_num_threads()}: ZO step vs the bare API forward of its B(q+1) "
               f"images, conv4-w{args.conv4_width} at {args.headline_size} px (target ours/bare <= 1.05)")
-        print(f"{'profile':7s} {'B':>4s} {'q':>4s} {'images':>7s} {'bare s':>7s} {'ours s':>7s} {'ours/bare':>9s}")
+        print(f"{'profile':7s} {'B':>4s} {'q':>4s} {'images':>7s} {'bare s':>7s} {'ours s':>7s} {'ours/bare':>9s} "
+              f"{'draws s':>7s} {'bound':>9s}")
         rows += headline(args, device)
     if not args.archs:
         return rows

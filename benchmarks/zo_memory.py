@@ -27,9 +27,10 @@ from torch import nn
 
 from bench_util import child_args, in_subprocess, peak_above_now, set_threads, side_by_side
 from dfml_bench.apis import APIInfo, QueryLedger, make_api
-from dfml_plugins.estimators.zeroth_order import ZOForward
-from dfml_plugins.models.resnet import build_resnet18
-from dfml_plugins.params import ResNetParams, ZOParams
+from dfml_plugins.estimators.zeroth_order import ZOParams
+from dfml_plugins.estimators.zeroth_order.estimator import ZOForward
+from dfml_plugins.models.resnet import ResNetParams
+from dfml_plugins.models.resnet.model import build_resnet18
 
 NO_BUDGET_MB = 1 << 20  # 1 TB: never chunked
 

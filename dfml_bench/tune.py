@@ -175,8 +175,9 @@ def check_key(key: str, raw: Mapping[str, Any], registry: Any, where: str) -> No
 
 
 def default_value(key: str, raw: Mapping[str, Any], registry: Any) -> Any:
-    """The value a key has in the tuned config (what trial 0 runs): set in it, or the declared default."""
-    from dfml_bench.config import ALIASES, COMPONENT_SECTIONS, SECTIONS, TopLevel
+    """The value a key has in the tuned config (what trial 0 runs): set in it, inherited by a variant
+    from its base's configuration, or the declared default."""
+    from dfml_bench.config import ALIASES, COMPONENT_SECTIONS, SECTIONS, TopLevel, _inherited
     from dfml_bench.params import describe
 
     parts = key.split(".")
@@ -194,7 +195,11 @@ def default_value(key: str, raw: Mapping[str, Any], registry: Any) -> Any:
     elif head in COMPONENT_SECTIONS:
         section = raw.get(head) or {}
         name = parts[1] if len(parts) == 3 else section.get("name")
-        owner = registry.get(COMPONENT_SECTIONS[head], str(name)).params
+        comp = registry.get(COMPONENT_SECTIONS[head], str(name))
+        inherited = _inherited(section, head, registry, comp)  # a variant runs its base's configured values
+        if parts[-1] in inherited:
+            return inherited[parts[-1]]
+        owner = comp.params
     else:
         owner = TopLevel
     return next((p.default for p in describe(owner) if p.name == parts[-1]), None)

@@ -181,7 +181,7 @@ def test_bounds_in_a_config_file_and_the_list_output(registry, tmp_path: Path) -
     with pytest.raises(ConfigError, match="inner_lr must be > 0, not -0.5"):
         resolve(registry, config_file=cfg, method="maml_oracle")
     from dfml_bench.params import describe
-    from dfml_plugins.params import ZOParams
+    from dfml_plugins.estimators.zeroth_order import ZOParams
 
     q = next(p for p in describe(ZOParams) if p.name == "q")
     assert (q.min, q.range_text()) == (1, ">= 1")
@@ -248,8 +248,8 @@ def test_missing_config_file_and_unknown_component(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ dataset roots ---
 
 def test_missing_and_malformed_dataset_roots(tmp_path: Path) -> None:
-    from dfml_plugins.datasets import real
-    from dfml_plugins.params import CifarFSParams, CUBParams, MiniImageNetParams
+    from dfml_plugins.datasets.real import dataset as real
+    from dfml_plugins.datasets.real import CifarFSParams, CUBParams, MiniImageNetParams
 
     for build, params in ((real.build_cifar_fs, CifarFSParams()), (real.build_mini_imagenet, MiniImageNetParams()),
                           (real.build_cub, CUBParams())):
@@ -396,8 +396,8 @@ def test_tampered_pool_api_file_is_refused(registry, tmp_path: Path) -> None:
 
 
 def test_crafted_cifar_pickle_is_refused(tmp_path: Path) -> None:
-    from dfml_plugins.datasets import real
-    from dfml_plugins.params import CifarFSParams
+    from dfml_plugins.datasets.real import dataset as real
+    from dfml_plugins.datasets.real import CifarFSParams
 
     marker = tmp_path / "pwned"
     base = tmp_path / "data" / "cifar-100-python"

@@ -23,12 +23,13 @@ from dfml_bench.images import to_uint8
 from dfml_bench.interfaces import ACCESS_LEVELS, MethodContext, ScenarioData, TrainSettings
 from dfml_bench.params import build_params
 from dfml_bench.selection import parse_selection
-from dfml_plugins.meta_learners.kd import BilevelKD, kd_loss
-from dfml_plugins.meta_learners.maml import MAML
-from dfml_plugins.meta_learners.protonet import ProtoNet
-from dfml_plugins.models.conv4 import Conv4
-from dfml_plugins.params import DeepInversionParams, ProtoNetParams
-from dfml_plugins.recoverers.deepinversion import BNStatistics, DeepInversionRecoverer
+from dfml_plugins.meta_learners.kd.learner import BilevelKD, kd_loss
+from dfml_plugins.meta_learners.maml.learner import MAML
+from dfml_plugins.meta_learners.protonet import ProtoNetParams
+from dfml_plugins.meta_learners.protonet.learner import ProtoNet
+from dfml_plugins.models.conv4.model import Conv4
+from dfml_plugins.recoverers.deepinversion import DeepInversionParams
+from dfml_plugins.recoverers.deepinversion.recoverer import BNStatistics, DeepInversionRecoverer
 
 SIZE, WAYS = 16, 5
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

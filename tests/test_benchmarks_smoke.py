@@ -32,7 +32,7 @@ def test_zo_estimator_reports_every_column(bench) -> None:
                      "--headline-size", "16", "--headline-repeats", "1",
                      "--repeats", "1", "--conv4-width", "4", "--resnet-width", "2", "--ablate"])
     assert [r.get("profile") for r in rows] == ["tiny", None, None]
-    assert rows[0]["batch"] == 2 and rows[0]["bare"] > 0 and rows[0]["ours"] > 0
+    assert rows[0]["batch"] == 2 and rows[0]["bare"] > 0 and rows[0]["ours"] > 0 and rows[0]["draws"] > 0
     assert [r["arch"] for r in rows[1:]] == ["conv4", "resnet10"]
     assert all(r[k] > 0 for r in rows[1:] for k in ("net", "bare", "ours", "naive", "bare_contiguous",
                                                     "bare_one_pass", "bare_unfolded"))
@@ -74,6 +74,7 @@ def test_bidf_iteration_and_end_to_end_share_a_smoke_pool(bench, tmp_path) -> No
                                     "--set", "recoverer.generator.iterations=1"])
     assert row["queries"] > 0 and row["floor_s"] > 0 and row["wall_s"] > row["floor_s"]
     assert row["shares"]["api forward"] > 0 and row["shares"]["generator"] > 0
+    assert row["shares"]["kd inner/outer"] > 0  # the API meta-iteration's inner KD, outer loss and step
     assert sum(row["shares"].values()) == pytest.approx(row["wall_s"])
     pool_hash = next(p.name for p in Path(pools).iterdir() if p.is_dir())
     agreement = bench("recovery_agreement").main(["--pool", pool_hash, "--pool-dir", pools, "--apis", "2",

@@ -13,11 +13,13 @@ from torch import nn
 from dfml_bench.config import build_raw_config, resolve_runs
 from dfml_bench.data import Task
 from dfml_bench.runner import Environment, execute_run
-from dfml_plugins.meta_learners.kd import BilevelKD, kd_loss
-from dfml_plugins.params import ApiTasksParams, KDParams, TaskMemoryParams
-from dfml_plugins.recoverers.generator import augment
-from dfml_plugins.replay.api_tasks import ApiTasks
-from dfml_plugins.replay.task_memory import TaskMemory
+from dfml_plugins.meta_learners.kd import KDParams
+from dfml_plugins.meta_learners.kd.learner import BilevelKD, kd_loss
+from dfml_plugins.recoverers.generator.recoverer import augment
+from dfml_plugins.replay.api_tasks import ApiTasksParams
+from dfml_plugins.replay.api_tasks.replay import ApiTasks
+from dfml_plugins.replay.task_memory import TaskMemoryParams
+from dfml_plugins.replay.task_memory.replay import TaskMemory
 
 VARIANTS = ["bidf_mkd", "bidf_mkd_fo", "bidf_mkd_wb", "bidf_mkd_no_boundary", "bidf_mkd_no_replay",
             "bidf_mkd_central", "bidf_mkd_noise", "bidf_mkd_plus"]
@@ -105,8 +107,8 @@ def test_augmentation_is_drawn_per_sample() -> None:
 
 
 def test_generator_width_defaults_to_the_protocol_and_scales_the_hidden_layers() -> None:
-    from dfml_plugins.params import GeneratorRecovererParams
-    from dfml_plugins.recoverers.generator import Generator
+    from dfml_plugins.recoverers.generator import GeneratorRecovererParams
+    from dfml_plugins.recoverers.generator.recoverer import Generator
 
     assert GeneratorRecovererParams().width == 128  # docs/protocol.md section 5
     wide, narrow = Generator(16, 32, 128), Generator(16, 32, 32)
@@ -187,8 +189,8 @@ def test_tv_prior_smooths_the_recovered_images_at_no_query_cost() -> None:
     from types import SimpleNamespace
 
     from dfml_bench.interfaces import Estimate
-    from dfml_plugins.params import GeneratorRecovererParams
-    from dfml_plugins.recoverers.generator import GeneratorRecoverer, total_variation
+    from dfml_plugins.recoverers.generator import GeneratorRecovererParams
+    from dfml_plugins.recoverers.generator.recoverer import GeneratorRecoverer, total_variation
 
     assert total_variation(torch.full((2, 3, 8, 8), 0.3)).tolist() == [0.0, 0.0]
     checker = (torch.arange(8)[:, None] + torch.arange(8)).remainder(2).float().expand(1, 3, 8, 8)
@@ -257,8 +259,8 @@ def test_permute_maps_api_classes_to_outputs_in_a_task_order_and_the_boundary_st
         registry, tmp_path, monkeypatch, permute) -> None:
     from torch.func import functional_call
 
-    from dfml_plugins.methods import bidf_mkd
-    from dfml_plugins.recoverers.generator import GeneratorRecoverer
+    from dfml_plugins.methods.bidf_mkd import method as bidf_mkd
+    from dfml_plugins.recoverers.generator.recoverer import GeneratorRecoverer
 
     order = torch.tensor([2, 0, 1, 4, 3])
     hosts, teachers, inner_targets, fast_params, students = [], [], [], [], []
@@ -297,7 +299,7 @@ def test_permute_maps_api_classes_to_outputs_in_a_task_order_and_the_boundary_st
 
 
 def test_inference_weights_are_detached_equal_and_channels_last_for_cpu_convolutions() -> None:
-    from dfml_plugins.methods.bidf_mkd import inference_weights
+    from dfml_plugins.methods.bidf_mkd.method import inference_weights
 
     weights = {"conv.weight": torch.randn(4, 3, 3, 3, requires_grad=True), "conv.bias": torch.randn(4, requires_grad=True)}
     cpu = inference_weights(weights, torch.device("cpu"))

@@ -148,8 +148,7 @@ def test_estimator_check_catches_missing_state_bias_and_uncharged_queries(faulty
 
 
 def test_replay_check_catches_state_it_does_not_return(monkeypatch) -> None:
-    from dfml_plugins.replay.task_memory import TaskMemory
-
-    monkeypatch.setattr(TaskMemory, "state_dict", lambda self: {"images": {}, "domain": {}})
+    memory = REGISTRY.get("replay", "task_memory").load()  # its factory is the class
+    monkeypatch.setattr(memory, "state_dict", lambda self: {"images": {}, "domain": {}})
     with pytest.raises(AssertionError, match="not ready after loading"):
         check_replay("task_memory", registry=REGISTRY)

@@ -9,8 +9,8 @@ from torch import nn
 
 from dfml_bench.apis import APIInfo, QueryLedger, make_api
 from dfml_bench.errors import AccessError
-from dfml_plugins.estimators.zeroth_order import WhiteBoxGradient, ZOCentral, ZOForward
-from dfml_plugins.params import ZOParams
+from dfml_plugins.estimators.zeroth_order import ZOParams
+from dfml_plugins.estimators.zeroth_order.estimator import WhiteBoxGradient, ZOCentral, ZOForward
 
 SHAPE = (3, 4, 4)  # d = 48
 
@@ -114,8 +114,8 @@ def test_white_box_estimator_refuses_a_black_box_api() -> None:
 
 def test_queries_run_a_folded_copy_and_white_box_access_keeps_the_network() -> None:
     from dfml_bench.apis import fold_batchnorm
-    from dfml_plugins.models.conv4 import build_conv4
-    from dfml_plugins.params import Conv4Params
+    from dfml_plugins.models.conv4 import Conv4Params
+    from dfml_plugins.models.conv4.model import build_conv4
 
     torch.manual_seed(0)
     net = build_conv4(Conv4Params(width=4), 5, 16, running_stats=True).train()

@@ -109,7 +109,7 @@ def toy_task() -> "object":
 
 
 def test_prototype_rule_predicts_the_nearest_class_mean_of_the_features() -> None:
-    from dfml_plugins.evaluation import PrototypeRule
+    from dfml_plugins.evaluation_rules.prototype.rule import PrototypeRule
 
     model, task = Features(), toy_task()
     params = {k: v.detach() for k, v in model.named_parameters()}

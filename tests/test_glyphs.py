@@ -1,4 +1,4 @@
-"""Tests of the embedded `glyphs` dataset renderer (dfml_plugins.glyphs)."""
+"""Tests of the embedded `glyphs` dataset renderer (dfml_plugins.datasets.glyphs.render)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from dfml_plugins.glyphs import render
-from dfml_plugins.glyphs.charsets import HAND_EXCLUDED
-from dfml_plugins.glyphs.render import (
+from dfml_plugins.datasets.glyphs import render
+from dfml_plugins.datasets.glyphs.charsets import HAND_EXCLUDED
+from dfml_plugins.datasets.glyphs.render import (
     DEDUPE_THRESHOLD,
     DOMAINS,
     GlyphDomain,

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from dfml_bench.data import EpisodeSampler, Normalizer
-from dfml_plugins.datasets.glyphs import build_glyphs
-from dfml_plugins.models.conv4 import Conv4
-from dfml_plugins.params import GlyphsParams
+from dfml_plugins.datasets.glyphs import GlyphsParams
+from dfml_plugins.datasets.glyphs.dataset import build_glyphs
+from dfml_plugins.models.conv4.model import Conv4
 
 
 def test_dataset_plugin_splits_classes_and_relabels(glyph_cache: Path) -> None:

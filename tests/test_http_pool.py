@@ -17,9 +17,9 @@ from dfml_bench.errors import AccessError, ConfigError
 from dfml_bench.runner import Environment, build_scenario_by_name, execute_run, open_pool
 from dfml_bench.serve import (CONTENT_TYPE, FAULT_KINDS, FaultPlan, PoolServer, ServeLimits, WireError, decode_frame,
                               encode_frame, encode_tensor)
-from dfml_plugins.params import HttpPoolParams
-from dfml_plugins.pools import http as http_pool
-from dfml_plugins.pools.http import HttpPool, RemoteAPIError, RemoteBudgetExhausted
+from dfml_plugins.pools.http import HttpPoolParams
+from dfml_plugins.pools.http import pool as http_pool
+from dfml_plugins.pools.http.pool import HttpPool, RemoteAPIError, RemoteBudgetExhausted
 
 CPU = torch.device("cpu")
 FAST = {"timeout_s": 0.2, "backoff_s": 0.005, "max_backoff_s": 0.05, "deadline_s": 20.0}

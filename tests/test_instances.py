@@ -28,8 +28,8 @@ def digest(ds) -> str:
 
 @pytest.fixture(scope="module")
 def letters(glyph_cache: Path):
-    from dfml_plugins.datasets.glyphs import build_glyphs
-    from dfml_plugins.params import GlyphsParams
+    from dfml_plugins.datasets.glyphs import GlyphsParams
+    from dfml_plugins.datasets.glyphs.dataset import build_glyphs
 
     return {inst: build_glyphs(GlyphsParams(domain="letters", instances_per_class=2, instance=inst), None, glyph_cache)
             for inst in ("dev", "sealed")}
@@ -99,7 +99,7 @@ def test_instance_errors_are_one_sentence(registry, tmp_path) -> None:
     with pytest.raises(ConfigError, match="must be one of"):
         resolve_runs(build_raw_config("smoke", sets=["instance=seald"], flags={"method": "random"}), registry)
     from dfml_bench.interfaces import ScenarioContext
-    from dfml_plugins.scenarios import _datasets
+    from dfml_plugins.scenarios.standard.scenario import _datasets
 
     ctx = ScenarioContext(registry, None, tmp_path, 0)
     with pytest.raises(ConfigError, match="mixes the dev and sealed instances"):

@@ -77,7 +77,7 @@ def test_grid_expansion_is_the_cross_product_with_distinct_run_dirs(registry) ->
 
 
 def test_finished_runs_are_skipped_before_dispatch(baseline, tmp_path, monkeypatch) -> None:
-    from dfml_plugins.launchers.local import LocalLauncher
+    from dfml_plugins.launchers.local.launcher import LocalLauncher
 
     root = tmp_path / "results"
     shutil.copytree(baseline, root)
@@ -109,8 +109,8 @@ def _probe(_job: object) -> tuple[int, int]:
 
 def test_local_workers_are_processes_pinned_to_a_share_of_the_cores() -> None:
     from dfml_bench.launch import cpu_count
-    from dfml_plugins.launchers.local import LocalLauncher
-    from dfml_plugins.params import LocalLauncherParams
+    from dfml_plugins.launchers.local import LocalLauncherParams
+    from dfml_plugins.launchers.local.launcher import LocalLauncher
 
     launcher = LocalLauncher(LocalLauncherParams(workers=2))
     probes = launcher.run_all([0, 1, 2], _probe)
@@ -121,7 +121,7 @@ def test_local_workers_are_processes_pinned_to_a_share_of_the_cores() -> None:
 
 
 def test_two_workers_give_the_same_results_as_one(baseline, tmp_path, monkeypatch) -> None:
-    from dfml_plugins.launchers.local import LocalLauncher
+    from dfml_plugins.launchers.local.launcher import LocalLauncher
 
     workers: list[int] = []
     original = LocalLauncher.run_all

@@ -7,8 +7,8 @@ from torch import nn
 
 from dfml_bench.data import Task
 from dfml_bench.testing import check_architecture, check_meta_learner
-from dfml_plugins.meta_learners.maml import MAML
-from dfml_plugins.params import MamlParams
+from dfml_plugins.meta_learners.maml import MamlParams
+from dfml_plugins.meta_learners.maml.learner import MAML
 
 
 def tiny_task() -> Task:

@@ -19,7 +19,7 @@ class P:
 
 @hookimpl
 def register_methods(register):
-    register("fake_good", "dfml_plugins.methods.random_init:RandomInit", params=P,
+    register("fake_good", "dfml_plugins.methods.random_init.method:RandomInit", params=P,
              help="a fake method", access="none", uses=("architecture",))
 """
 
@@ -49,6 +49,36 @@ def test_builtins_come_through_the_entry_point(registry) -> None:
     assert comp.plugin == "builtin"
     assert {"random", "maml_oracle"} <= set(registry.names("method"))
     assert registry.get("dataset", "glyphs").plugin == "builtin"
+
+
+def test_each_builtin_component_is_declared_and_implemented_in_its_own_folder(registry) -> None:
+    import dfml_plugins
+    from dfml_bench.plugins import KINDS
+
+    folders = {m.__name__ for m in dfml_plugins.COMPONENTS}
+    for kind in KINDS:
+        for comp in registry.components(kind):
+            if comp.plugin != "builtin" or comp.factory == "dfml_bench.evaluation:FinetuneRule":
+                continue
+            folder = comp.factory.partition(":")[0].rpartition(".")[0]
+            assert folder in folders, f"{kind} {comp.name}: factory {comp.factory} is outside a component folder"
+            assert comp.params is None or comp.params.__module__ == folder, f"{kind} {comp.name}: params elsewhere"
+    from dfml_plugins import params as former  # the former single module still names every params class
+
+    assert former.BidfMkdFoParams is registry.get("method", "bidf_mkd_fo").params
+    assert former.ZOParams is registry.get("estimator", "zo_forward").params
+
+
+def test_a_misspelled_hook_in_a_component_folder_is_one_sentence() -> None:
+    import types
+
+    import dfml_plugins
+    from dfml_bench import hookimpl
+
+    module = types.ModuleType("dfml_plugins.methods.fake")
+    module.register_method = hookimpl(lambda register: None)
+    with pytest.raises(PluginError, match=r"implements 'register_method'.*Did you mean 'register_methods'"):
+        dfml_plugins._checked(module)
 
 
 def test_third_party_plugin_is_discovered_with_its_params(fake_plugin) -> None:

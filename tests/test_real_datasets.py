@@ -1,4 +1,4 @@
-"""Tests of the real-dataset loaders (dfml_plugins.datasets.real) on tiny fake copies of each layout.
+"""Tests of the real-dataset loaders (dfml_plugins.datasets.real.dataset) on tiny fake copies of each layout.
 
 Nothing is downloaded: every test builds the directory layout it reads in tmp_path.
 """
@@ -17,9 +17,9 @@ from PIL import Image
 
 from dfml_bench.data import SPLITS, FewShotDataset
 from dfml_bench.errors import ConfigError, DataError
-from dfml_plugins.datasets import real
-from dfml_plugins.datasets.cifar_fs_split import CIFAR_FS_SPLIT
-from dfml_plugins.params import CifarFSParams, CUBParams, MiniImageNetParams
+from dfml_plugins.datasets.real import dataset as real
+from dfml_plugins.datasets.real import CifarFSParams, CUBParams, MiniImageNetParams
+from dfml_plugins.datasets.real.cifar_fs_split import CIFAR_FS_SPLIT
 
 # CIFAR-100's 100 fine label names (the archive's meta order), an independent reference for the split.
 CIFAR100_FINE = [

@@ -84,19 +84,42 @@ def test_missing_matplotlib_is_a_one_line_hint(results: Path, tmp_path: Path, mo
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
 
 
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    """Headless Debian chromium with a throw-away profile and no network chatter."""
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    try:
+        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                               "--disable-sync", f"--user-data-dir={profile}", *args],
+                              capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# What a reader sees, read back from the rendered page: the table's rows and, per image, whether
+# the browser decoded it (a corrupt or empty data URI has naturalWidth 0).
+PROBE = """<script>window.addEventListener("load", () => {
+  const rows = document.querySelectorAll("#results tbody tr").length;
+  const imgs = Array.from(document.images).map(i => i.complete && i.naturalWidth > 0 ? "ok" : "broken");
+  document.body.setAttribute("data-probe", JSON.stringify({rows: rows, images: imgs}));
+});</script>"""
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium (apt-get install chromium)")
 def test_html_renders_in_headless_chromium(page: tuple[Path, Path], tmp_path: Path) -> None:
     from PIL import Image
 
+    probed = tmp_path / "probed.html"  # the page plus a probe script; the shipped page has no script
+    probed.write_text(page[0].read_text().replace("</body>", PROBE + "</body>"))
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", probed.resolve().as_uri()).stdout
+    found = re.search(r'data-probe="([^"]*)"', dom)
+    assert found, "the page did not finish loading in chromium"
+    probe = json.loads(found.group(1).replace("&quot;", '"'))
+    assert probe["rows"] >= 3  # bidf_mkd, maml_oracle, random (and the failed run)
+    assert probe["images"] == ["ok"] * len(list(page[1].iterdir()))  # every plot decodes in the browser
+
     shot = tmp_path / "page.png"
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    try:
-        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1280,1600",
-                        page[0].resolve().as_uri()], capture_output=True, timeout=120, check=False)
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    _chromium(f"--screenshot={shot}", "--window-size=1280,1600", page[0].resolve().as_uri())
     assert shot.exists(), "chromium wrote no screenshot"
     with Image.open(shot) as img:
         assert img.size == (1280, 1600)

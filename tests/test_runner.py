@@ -88,7 +88,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, registry, glyph_c
     full = execute_run(resolved, registry, Environment(tmp_path / "a", device="cpu"))
 
     calls = {"n": 0}
-    from dfml_plugins.methods import maml_oracle
+    from dfml_plugins.methods.maml_oracle import method as maml_oracle
 
     original = maml_oracle.MamlOracle.train_step
 

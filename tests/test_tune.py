@@ -169,8 +169,8 @@ class Guarded(FewShotDataset):
 
 
 def build(params, data_root, cache_dir):
-    from dfml_plugins.datasets.glyphs import build_glyphs
-    from dfml_plugins.params import GlyphsParams
+    from dfml_plugins.datasets.glyphs import GlyphsParams
+    from dfml_plugins.datasets.glyphs.dataset import build_glyphs
 
     ds = build_glyphs(GlyphsParams(instances_per_class=20), data_root, cache_dir)
     splits = dict(ds.splits)
@@ -205,3 +205,14 @@ def test_tuning_never_touches_the_meta_test_split(tmp_path, fake_plugin) -> None
               *CHEAP)
     assert out.exit_code == 1 and "meta-test split" in out.output
     assert module.TOUCHED
+
+
+def test_trial_zero_shows_what_a_variant_inherits_from_its_base(registry) -> None:
+    from dfml_bench.tune import default_value
+
+    raw = build_raw_config("smoke", None, flags={"method": "bidf_mkd_noise", "seeds": [0], "shots": [1]})
+    base = raw["method"]["bidf_mkd"]  # the smoke profile sets the base's values, not the variant's
+    assert default_value("method.bidf_mkd_noise.per_class", raw, registry) == base["per_class"] != 30
+    assert default_value("method.bidf_mkd_noise.patience", raw, registry) == base["patience"] != 200
+    runs = resolve_runs(raw, registry)
+    assert runs[0]["method"]["params"]["per_class"] == base["per_class"]  # and it is what trial 0 runs

@@ -1,22 +1,22 @@
-"""Registration of the `hello` method. Keep this module light: no torch import here."""
+"""The plugin's entry point: one folder per component, each folder's `__init__.py` declaring
+the component's parameters and registration hook. This module finds the folders and calls their
+hooks, so a new component is a new folder. Keep these modules light: no torch import here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+import pkgutil
 from typing import Any
 
-from dfml_bench import hookimpl, param
+from dfml_bench import hookimpl
 
-
-@dataclass
-class HelloParams:
-    """Parameters of `hello`, shown by `dfml-bench list` and validated in configs."""
-
-    head_init: float = param(0.0, "constant that the classifier head's weights start from")
+COMPONENTS = [importlib.import_module(f"{__name__}.{info.name}")
+              for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name) if info.ispkg]
 
 
 @hookimpl
 def register_methods(register: Any) -> None:
-    register("hello", "dfml_bench_hello.method:HelloMethod", params=HelloParams,
-             help="example plugin: random features, constant classifier head, no meta-training",
-             access="none", data_free=True, uses=("architecture",))
+    # one such function per component kind the plugin's folders register (register_datasets, ...)
+    for component in COMPONENTS:
+        if hasattr(component, "register_methods"):
+            component.register_methods(register=register)

@@ -1,0 +1,1 @@
+"""The built-in scenarios, one folder each (`__init__.py`: parameters and registration)."""
