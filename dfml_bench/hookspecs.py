@@ -15,6 +15,7 @@ wrong type is a PluginError naming the plugin, the component and the expected ty
 Lifecycle hooks (``on_run_start``, ``on_metrics``, ``on_evaluation``, ``on_run_end``) are the
 one event system of a run: the runner calls them for every run, with every plugin's
 implementations plus those of the logger components the run selected (``loggers``).
+docs/components/ describes each kind's contract, with a skeleton and its conformance check.
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ def register_datasets(register: Any) -> None:
 
 @hookspec
 def register_architectures(register: Any) -> None:
-    """Register network architectures: ``factory(params, num_classes, image_size) -> nn.Module``.
+    """Register network architectures:
+    ``factory(params, num_classes, image_size, *, running_stats=False) -> torch.nn.Module``.
 
     ``image_size`` is None when inputs of several sizes must be accepted (global pooling).
+    BatchNorm keeps no running statistics unless ``running_stats`` (the pool builder asks for
+    them for APIs; meta models use batch statistics).
     """
 
 
@@ -108,7 +112,8 @@ def register_loggers(register: Any) -> None:
     """Register run loggers: ``factory(params, run_dir) -> dfml_bench.interfaces.RunLogger``.
 
     A logger implements the lifecycle hooks below for the runs that list it in ``loggers``
-    (e.g. ``--set loggers=[csv]``); its methods take the hooks' argument names.
+    (e.g. ``--set loggers=[csv]``); its methods take the hooks' argument names (``params`` is None:
+    loggers take no settings).
     """
 
 
@@ -117,7 +122,10 @@ def register_estimators(register: Any) -> None:
     """Register gradient estimators: ``factory(params) -> dfml_bench.interfaces.GradientEstimator``.
 
     Like every component a method builds, an estimator is then seeded once through
-    :meth:`~dfml_bench.interfaces.Seedable.reseed` (a seed derived from the run's seed and its name).
+    :meth:`~dfml_bench.interfaces.Seedable.reseed` (a seed derived from the run's seed and its
+    name). Draw every direction from a generator seeded there and return its state from
+    ``state_dict`` (restored by ``load_state_dict``), or a resumed run draws other directions than
+    an uninterrupted one.
     """
 
 
@@ -134,6 +142,9 @@ def register_replay_strategies(register: Any) -> None:
 @hookspec
 def register_pools(register: Any) -> None:
     """Register sources of pools served elsewhere: ``factory(params, scenario, device) -> pool``.
+
+    ``scenario`` is the :class:`dfml_bench.interfaces.ScenarioData`, ``device`` the run's
+    ``torch.device``.
 
     A scenario selects one with ``pool: {kind: NAME, ...params}``. The pool answers ``len(pool)``,
     ``pool.info(i) -> APIInfo``, ``pool.api(i, ledger, output=..., white_box=...) -> BlackBoxAPI``
@@ -153,7 +164,8 @@ def register_evaluation_rules(register: Any) -> None:
 
 @hookspec
 def on_run_start(run: Any) -> None:
-    """A run starts (``run`` is a :class:`dfml_bench.interfaces.RunInfo`)."""
+    """A run starts or resumes (``run`` is a :class:`dfml_bench.interfaces.RunInfo`: ``run_id``,
+    ``run_dir``, the resolved ``config``)."""
 
 
 @hookspec
@@ -168,7 +180,8 @@ def on_evaluation(run: Any, split: str, result: dict) -> None:
 
 @hookspec
 def on_run_end(run: Any, result: dict) -> None:
-    """A run finished; ``result`` is what was written to result.json.
+    """A run finished; ``result`` is the dict just written to result.json (``accuracy``, ``ci95``,
+    ``per_dataset``, ``queries``, ``wall_time_s``, ...).
 
     Not called for a run that failed (its error goes to error.json) nor for one skipped because
     it was already finished.
