@@ -193,6 +193,9 @@ class PoolServer:
         return {a: ledger.total for a, ledger in self.ledgers.items()}
 
     def start(self) -> PoolServer:
+        """Serve in a background thread; a no-op when already serving (so ``with server.start():`` works)."""
+        if self._thread is not None:
+            return self
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="dfml-pool-server",
                                         daemon=True)
         self._thread.start()
@@ -205,6 +208,7 @@ class PoolServer:
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
+            self._thread = None
         self._httpd.server_close()
 
     def __enter__(self) -> PoolServer:

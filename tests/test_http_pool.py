@@ -437,3 +437,13 @@ def test_errors_raised_by_http_server_itself_answer_json(local, serve) -> None:
             sock.sendall(request)
             status, answer = _json_answer(_read_all(sock))
         assert status == code and answer["error"].endswith(".") and len(answer["error"]) < 300, (code, answer)
+
+
+def test_a_started_server_used_as_a_context_manager_serves_once_and_closes(local) -> None:
+    import threading
+
+    before = threading.active_count()
+    with PoolServer(local[2]).start() as server:  # start() then __enter__: one serving thread, not two
+        assert threading.active_count() == before + 1
+        assert torch.equal(client(local, server).api(0, QueryLedger()).query(images(2)), expected(local, 0, images(2)))
+    assert threading.active_count() == before  # close() returned: the thread is gone
