@@ -57,7 +57,7 @@ def test_user_scenario_from_yaml(tmp_path: Path, registry) -> None:
 
 def test_pool_build_ls_show_verify(tmp_path: Path) -> None:
     pools = tmp_path / "pools"
-    out = cli("pool", "build", "--scenario", "SS", "--profile", "smoke", "--pool-dir", str(pools), "--workers", "1")
+    out = cli("pool", "build", "--scenario", "SS", "--profile", "smoke", "--pool-dir", str(pools), "--build-workers", "1")
     assert out.exit_code == 0, out.output
     assert "conv4" in out.output and "mean acc" in out.output
     (manifest,) = pools.glob("*/manifest.json")
