@@ -106,3 +106,30 @@ def test_evaluation_layouts_side_by_side(bench) -> None:
     rows = bench("evaluation").main(["--width", "4", "--size", "16", "--shots", "1", "--steps", "1",
                                      "--episodes", "2", "--repeats", "1", "--queries", "2"])
     assert [r["shots"] for r in rows] == [1] and rows[0]["ratio"] > 0 and 0 <= rows[0]["differ"] <= 2
+
+
+def test_gpu_script_names_only_existing_scripts_and_options() -> None:
+    """benchmarks/gpu.sh is run on a lent GPU machine with no time to debug it: every command it
+    runs exists and takes every option the script gives it."""
+    import re
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from dfml_bench.cli import main as cli_main
+
+    text = (BENCH / "gpu.sh").read_text().replace("\\\n", " ")
+    assert subprocess.run(["bash", "-n", str(BENCH / "gpu.sh")]).returncode == 0
+    steps = [line.split(None, 3)[3] for line in text.splitlines() if line.startswith("step ")]
+    assert len(steps) >= 6
+    for command in steps:
+        options = set(re.findall(r"(?<!\S)(--[a-z][a-z0-9-]*)", command))
+        if command.startswith("dfml-bench run"):
+            shown = CliRunner().invoke(cli_main, ["run", "--help"]).output
+        else:
+            script = re.match(r"python3 (benchmarks/\w+\.py)", command)
+            assert script, command
+            shown = subprocess.run([sys.executable, str(BENCH.parent / script.group(1)), "--help"],
+                                   capture_output=True, text=True, check=True).stdout
+        missing = {o for o in options if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", shown)}
+        assert not missing, f"{command}: {sorted(missing)} not in its --help"
