@@ -138,6 +138,7 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
     from dfml_bench import launch, store
     from dfml_bench.config import build_raw_config, component_params, resolve_runs, top_level
 
+    store.checkpoint_interval_s()  # a bad DFML_BENCH_CHECKPOINT_MINUTES fails here, before any run starts
     registry = _registry(ctx)
     _warn_failed(ctx)
     flags: dict[str, Any] = {
@@ -362,6 +363,7 @@ def tune(ctx: click.Context, method: str, scenario: str | None, shots: int | Non
     from dfml_bench.config import build_raw_config, component_params, load_yaml, parse_set, scenario_file, top_level
     from dfml_bench.errors import ConfigError
 
+    store.checkpoint_interval_s()  # a bad DFML_BENCH_CHECKPOINT_MINUTES fails here, before any trial starts
     registry = _registry(ctx)
     _warn_failed(ctx)
     if len(_split((method,)) or []) != 1 or (scenario and len(_split((scenario,)) or []) != 1):

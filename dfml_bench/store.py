@@ -38,6 +38,20 @@ ENV_CACHE = "DFML_BENCH_CACHE"
 ENV_POOL_DIR = "DFML_BENCH_POOL_DIR"
 
 
+def checkpoint_interval_s() -> float:
+    """Seconds between checkpoints beside the ones after each validation: DFML_BENCH_CHECKPOINT_MINUTES
+    (default 10). Not part of a run's configuration: where a run checkpoints never changes its result."""
+    raw = os.environ.get("DFML_BENCH_CHECKPOINT_MINUTES", "10")
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    if not minutes >= 0:
+        raise ConfigError(f"DFML_BENCH_CHECKPOINT_MINUTES={raw!r} is not a number of minutes >= 0; "
+                          "set it to e.g. 10 (0 checkpoints after every meta-iteration), or unset it.")
+    return minutes * 60.0
+
+
 def cache_dir(explicit: str | Path | None = None) -> Path:
     """The cache of rendered data: `explicit` (--cache-dir), else $DFML_BENCH_CACHE, else
     $XDG_CACHE_HOME/dfml-bench (default ~/.cache/dfml-bench). A path that is a file is an error."""

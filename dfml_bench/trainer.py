@@ -3,8 +3,10 @@ early stopping, checkpoints and resuming from them.
 
 The loop belongs to the benchmark, not to the methods (a method supplies ``train_step``), so
 every method is validated, selected and checkpointed the same way. A checkpoint is written
-after each validation; a run that resumes from it produces the same records, the same model
-and the same logs as one that was never interrupted.
+after each validation, and between validations whenever `DFML_BENCH_CHECKPOINT_MINUTES` (10 by
+default; 0: after every meta-iteration) have passed since the last one, so a killed long run loses
+at most that much work. A run that resumes from a checkpoint produces the same records, the
+same model and the same logs as one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dfml_bench.interfaces import Method
 from dfml_bench.progress import Reporter
 
 __all__ = ["Clock", "NonFiniteTraining", "TrainOutcome", "Trainer", "load_checkpoint"]
+
 
 
 class NonFiniteTraining(DfmlError):
@@ -99,6 +102,7 @@ class Trainer:
         iterations = train.meta_iterations if self.method.trains else 0
         stopped, early = None, False
         metrics_path = self.run_dir / store.METRICS_FILE
+        interval, last_save = store.checkpoint_interval_s(), time.monotonic()
         with self.reporter.task(f"train {self.name}", iterations - self.start) as advance:
             for it in range(self.start, iterations + 1):
                 record: dict[str, Any] = {}
@@ -127,8 +131,9 @@ class Trainer:
                 if stopped is not None:
                     iterations = it + 1 if early else it  # meta-iterations done (a budget stop fails at `it`)
                     break
-                if is_val and it < iterations:
+                if it < iterations and (is_val or time.monotonic() - last_save >= interval):
                     self._save_checkpoint(it + 1)
+                    last_save = time.monotonic()
                 if it < iterations:
                     advance(1, **{k: v for k, v in record.items() if k in ("loss", "train_acc", "val_acc")})
         if self.best_state is not None:

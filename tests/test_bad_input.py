@@ -857,3 +857,13 @@ def test_a_method_that_declares_no_pool_cannot_open_it(fake_plugin, tmp_path: Pa
         execute_run(run, registry, Environment(tmp_path, device="cpu", pool_dir=tmp_path / "pools"))
     with pytest.raises(ConfigError, match="method 'confused' declares reads="):
         resolve(registry, method="confused")
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_bad_checkpoint_interval_is_one_sentence_before_any_run(tmp_path: Path, monkeypatch, value: str) -> None:
+    monkeypatch.setenv("DFML_BENCH_CHECKPOINT_MINUTES", value)
+    for command in (["run", "-m", "random"], ["tune", "-m", "bidf_mkd", "--trials", "1"]):
+        res = cli(*command, "--profile", "smoke", "--results", str(tmp_path))
+        assert res.exit_code == 2 and "Traceback" not in res.output
+        assert f"DFML_BENCH_CHECKPOINT_MINUTES='{value}' is not a number of minutes >= 0" in res.output
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "tune").exists()

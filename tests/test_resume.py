@@ -51,13 +51,19 @@ def logged_iterations(path: Path) -> list[int]:
     return [json.loads(line)["iteration"] for line in lines]
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+# "10": checkpoints after validations only (this run is far shorter than 10 minutes); "0": a checkpoint
+# after every meta-iteration too, so the kill lands after one taken between validations.
+@pytest.mark.parametrize("minutes", ["10", "0"])
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, minutes: str) -> None:
+    env = {**os.environ, "DFML_BENCH_CHECKPOINT_MINUTES": minutes}
     pools = tmp_path / "pools"
-    full = subprocess.run(command(tmp_path / "full", pools), capture_output=True, text=True, timeout=180)
+    full = subprocess.run(command(tmp_path / "full", pools), capture_output=True, text=True, timeout=180, env=env)
     assert full.returncode == 0, full.stderr
+    wait_for = 1 if minutes == "10" else 3  # a record logged after the checkpoint to resume from
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(command(killed, pools), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command(killed, pools), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -65,7 +71,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> Non
             path = next(runs.iterdir(), None) if runs.exists() else None
             # the first checkpoint is written after iteration 0; wait for records logged after it
             if path is not None and (path / "checkpoint.pt").exists() and \
-                    max(logged_iterations(path / "metrics.jsonl"), default=-1) >= 1:
+                    max(logged_iterations(path / "metrics.jsonl"), default=-1) >= wait_for:
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.005)
@@ -83,8 +89,10 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> Non
     # the kill landed between checkpoints: records of iterations after the checkpoint exist
     assert max(logged_iterations(path / "metrics.jsonl")) >= ckpt["iteration"]
     assert ckpt["method"]["estimator"] and "rng" in ckpt  # estimator's generator and global RNGs saved
+    # validations at iterations 0 and 6 checkpoint for iterations 1 and 7; "0" also checkpoints in between
+    assert (ckpt["iteration"] in (1, 7)) == (minutes == "10"), ckpt["iteration"]
 
-    resumed = subprocess.run(command(killed, pools), capture_output=True, text=True, timeout=180)
+    resumed = subprocess.run(command(killed, pools), capture_output=True, text=True, timeout=180, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {path.name} at meta-iteration {ckpt['iteration']}" in resumed.stderr
 
