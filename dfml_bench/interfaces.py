@@ -34,6 +34,17 @@ class Seedable:
         """Seed the component's own generators (draw nothing before this is called)."""
 
 
+class Noting:
+    """A component with notes for the user (e.g. a recoverer that finds no BatchNorm statistics).
+
+    It writes them with ``self.log(text)``; the runner points `log` at the run's log when it builds
+    the component, so notes land beside the run's other messages (``print`` until then).
+    """
+
+    def log(self, text: str) -> None:
+        print(text)
+
+
 class Checkpointed:
     """A component whose state changes while a run trains: checkpoints save and resume it."""
 
@@ -130,7 +141,7 @@ class RecoveredSet:
         return pred.to(self.labels.device) == self.labels
 
 
-class DataRecoverer(Seedable, Checkpointed, abc.ABC):
+class DataRecoverer(Seedable, Checkpointed, Noting, abc.ABC):
     """Inverts one API into labelled images, optionally pushing them toward a student's boundary.
 
     A recoverer may keep state across calls (e.g. per-API learnable images); it then returns it

@@ -24,7 +24,8 @@ from dfml_bench.config import RunSpec, run_id, run_label
 from dfml_bench.data import EpisodeSampler, Normalizer
 from dfml_bench.errors import AccessError, ConfigError, DataError, PluginError, StoreError
 from dfml_bench.evaluation import evaluate
-from dfml_bench.interfaces import ACCESS_LEVELS, MethodContext, RunInfo, ScenarioContext, ScenarioData, Seedable
+from dfml_bench.interfaces import (ACCESS_LEVELS, MethodContext, Noting, RunInfo, ScenarioContext, ScenarioData,
+                                   Seedable)
 from dfml_bench.plugins import Registry
 from dfml_bench.progress import Reporter
 from dfml_bench.seeding import derive_seed
@@ -272,6 +273,8 @@ class RunParts:
         built = comp.build(_params(comp, values))
         if isinstance(built, Seedable):
             built.reseed(derive_seed(kind, self.spec.seed, selection))
+        if isinstance(built, Noting):
+            built.log = self.env.reporter.log  # type: ignore[method-assign]
         return built
 
     def load_pool(self) -> Any:

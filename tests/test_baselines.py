@@ -182,6 +182,21 @@ def test_deepinversion_skips_bn_term_once_for_apis_without_batchnorm_and_refuses
         rec.recover(pool.api(0, ledger), None, 2, SIZE, g)
 
 
+def test_a_recoverer_built_for_a_run_writes_its_notes_to_the_run_log(registry) -> None:
+    from types import SimpleNamespace
+
+    from dfml_bench.runner import RunParts
+
+    notes: list[str] = []
+    parts = RunParts.__new__(RunParts)  # only what building a component reads
+    parts.registry, parts.spec = registry, SimpleNamespace(seed=0)
+    parts.env = SimpleNamespace(reporter=SimpleNamespace(log=notes.append))
+    rec = parts._build("recoverer", "deepinversion", {})
+    pool, g = TinyPool(1, batchnorm=False), torch.Generator().manual_seed(0)
+    rec.recover(pool.api(0, QueryLedger(), white_box=True), None, 1, SIZE, g)
+    assert len(notes) == 1 and "no BatchNorm" in notes[0]
+
+
 def test_purer_state_round_trips_through_a_weights_only_checkpoint(registry, tmp_path) -> None:
     purer = build_method(registry, "purer", "white", {"per_class": 2}, apis=1)
     purer.train_step(0)

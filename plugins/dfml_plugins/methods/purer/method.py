@@ -40,8 +40,6 @@ class Purer(Method):
         fo = {"first_order": True} if params.first_order else {}
         self.learner = context.component("meta_learner", params.learner, **fo)
         self.recoverer = context.component("recoverer", params.recoverer)
-        if hasattr(self.recoverer, "log"):
-            self.recoverer.log = context.log
         self.optimizer = torch.optim.Adam(context.model.parameters(), lr=context.train.meta_lr)
         self.domain_of = {d.name: i for i, d in enumerate(context.scenario.datasets)}
         self.generator = torch.Generator(device=context.device)

@@ -105,8 +105,6 @@ class DeepInversionRecoverer(DataRecoverer):
         self.p = params
         self.banks: dict[str, _Bank] = {}
         self.noted = False  # the "no BatchNorm" note was given
-        #: where notes go (a method sets its context's log); print by default
-        self.log: Callable[[str], None] = print
 
     def _bank(self, api_id: str, n: int, size: int, generator: torch.Generator) -> _Bank:
         bank = self.banks.get(api_id) if self.p.persistent else None
