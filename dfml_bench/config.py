@@ -48,6 +48,7 @@ COMPONENT_SECTIONS: dict[str, str] = {
     "estimator": "estimator",
     "recoverer": "recoverer",
     "replay": "replay",
+    "evaluation_rule": "evaluation_rule",  # parameters only: the rule itself is the method's (its registration)
 }
 ALIASES = {"meta": "meta_learner", "model": "architecture", "arch": "architecture"}
 MAX_VALUES = 100_000  # values in a config once YAML aliases are expanded
@@ -438,10 +439,11 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
                 base["data"] = fingerprints[s_name]
             if reads != READS:  # a method that never opens the pool: runs shared across scenarios
                 base["reads"] = list(reads)
-            rule = str(comp.meta.get("evaluation", "finetune"))
-            registry.get("evaluation_rule", rule)  # an unknown rule fails here, before any run starts
+            rule, rule_params = _evaluation_rule(raw, comp, registry)
             if rule != "finetune":  # in the run key, so a rule's records never stand in for another's
-                base["eval"] = {**sections["eval"], "rule": rule}
+                base["eval"] = {**base["eval"], "rule": rule}
+            if rule_params is not None:  # a rule with settings: they enter the key (none of the built-ins has any)
+                base["eval"] = {**base["eval"], "rule_params": rule_params}
             for shots in top.shots:
                 for seed in top.seeds:
                     run = copy.deepcopy(base)
@@ -512,6 +514,22 @@ def with_current_defaults(config: Mapping[str, Any], registry: Any) -> dict[str,
     return out
 
 
+def _evaluation_rule(raw: Mapping[str, Any], method: Any, registry: Any) -> tuple[str, dict[str, Any] | None]:
+    """The method's evaluation rule (its registration's `evaluation`, default finetune) and the rule's
+    configured parameters from the `evaluation_rule` section (None for a rule without parameters)."""
+    rule = str(method.meta.get("evaluation", "finetune"))
+    comp = registry.get("evaluation_rule", rule)  # an unknown rule fails here, before any run starts
+    section = raw.get("evaluation_rule") or {}
+    chosen = section.get("name") if isinstance(section, Mapping) else None
+    if chosen is not None and parse_selection(str(chosen))[0] != rule:
+        raise ConfigError(f"method '{method.name}' is evaluated by the rule '{rule}' (its registration), not "
+                          f"'{chosen}'; the 'evaluation_rule' section only sets rule parameters, e.g. "
+                          f"--set evaluation_rule.{rule}.KEY=VALUE.")
+    selected = {**section, "name": str(chosen or rule)} if isinstance(section, Mapping) else section
+    _, params = component_params({"evaluation_rule": selected}, "evaluation_rule", registry)
+    return rule, (as_dict(params) if comp.params is not None else None)
+
+
 def method_reads(comp: Any) -> tuple[str, ...]:
     """What a method's registration says it reads (`reads=`): "data", "pool"; default both."""
     reads = comp.meta.get("reads", READS)
@@ -573,6 +591,7 @@ class RunSpec:
     train: TrainSettings
     eval: EvalSettings
     eval_rule: str | None         # the evaluation rule recorded in the run key, None: the method's own
+    eval_rule_params: Mapping[str, Any] | None  # its configured parameters, None: a rule without any
     budget: int | None
     reads: tuple[str, ...]        # what of the scenario the method reads ("data", "pool")
     val_only: bool                # a tuning trial: meta-test is never read
@@ -585,13 +604,14 @@ class RunSpec:
             return None if entry is None else ComponentSpec(str(entry["name"]), entry.get("params") or {})
 
         ev = dict(resolved["eval"])
-        rule = ev.pop("rule", None)
+        rule, rule_params = ev.pop("rule", None), ev.pop("rule_params", None)
         return cls(resolved=resolved, run_id=run_id(resolved), method=component("method"),  # type: ignore[arg-type]
                    scenario=component("scenario"), architecture=component("architecture"),  # type: ignore[arg-type]
                    meta_learner=component("meta_learner"), components=resolved.get("components") or {},
                    ways=int(resolved["ways"]), shots=int(resolved["shots"]), queries=int(resolved["queries"]),
                    seed=int(resolved["seed"]), train=TrainSettings(**resolved["train"]), eval=EvalSettings(**ev),
-                   eval_rule=None if rule is None else str(rule), budget=resolved.get("budget"),
+                   eval_rule=None if rule is None else str(rule), eval_rule_params=rule_params,
+                   budget=resolved.get("budget"),
                    reads=tuple(resolved.get("reads", READS)), val_only=bool(resolved.get("val_only")),
                    profile=resolved.get("profile"))
 

@@ -40,6 +40,40 @@ def register_methods(register):
              uses=("architecture",), evaluation="first_clas")
 """
 
+PARAM_RULE_PLUGIN = """
+import dataclasses
+import torch
+from dfml_bench import hookimpl
+from dfml_bench.interfaces import EvaluationRule, Method
+from dfml_bench.params import param
+
+@dataclasses.dataclass
+class ConstantParams:
+    label: int = param(0, "the class every query is given", min=0)
+
+class Constant(EvaluationRule):
+    def __init__(self, params):
+        self.label = params.label
+
+    def predict(self, model, params, task, *, steps, lr):
+        return torch.full((len(task.query_y),), self.label, dtype=torch.long, device=task.query_y.device)
+
+class Untrained(Method):
+    trains = False
+
+    def train_step(self, iteration):
+        return {}
+
+@hookimpl
+def register_evaluation_rules(register):
+    register("constant", Constant, params=ConstantParams, help="always predicts its label")
+
+@hookimpl
+def register_methods(register):
+    register("always_constant", Untrained, params=None, help="scored by constant", access="none",
+             uses=("architecture",), evaluation="constant")
+"""
+
 SMOKE = ("--profile", "smoke", "--shots", "1", "--device", "cpu", "--no-progress", "--set", "launcher.threads=1")
 
 
@@ -66,6 +100,28 @@ def test_a_plugin_rule_scores_validation_and_test_and_is_recorded(fake_plugin, t
     assert bad.exit_code != 0 and "unknown evaluation rule 'first_clas'" in bad.output
     assert "Did you mean" in bad.output or "did you mean" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_a_rule_takes_its_settings_from_the_config_and_they_enter_the_run_key(fake_plugin, tmp_path) -> None:
+    fake_plugin("param_rules", PARAM_RULE_PLUGIN)
+    runs = {}
+    for label in ("0", "7"):  # 7: no query of a 5-way episode has it, so accuracy 0 shows the setting arrived
+        out = cli("run", "--method", "always_constant", *SMOKE, "--results", str(tmp_path / label),
+                  "--set", f"evaluation_rule.constant.label={label}")
+        assert out.exit_code == 0, out.output
+        runs[label] = next((tmp_path / label / "runs").iterdir())
+    assert runs["0"].name != runs["7"].name  # another setting, another run
+    for label, run in runs.items():
+        resolved = (run / "config.yaml").read_text()
+        assert f"label: {label}" in resolved
+        episodes = json.loads((run / "result.json").read_text())["per_dataset"]["glyphs-letters"]["episode_accuracies"]
+        assert all(abs(a - (20.0 if label == "0" else 0.0)) < 1e-4 for a in episodes)  # balanced queries
+    bad = cli("run", "--method", "always_constant", *SMOKE, "--results", str(tmp_path / "bad"),
+              "--set", "evaluation_rule.constant.label=-1")
+    assert bad.exit_code == 2 and "label" in bad.output and "Traceback" not in bad.output
+    other = cli("run", "--method", "always_constant", *SMOKE, "--results", str(tmp_path / "bad"),
+                "--set", "evaluation_rule.name=finetune")
+    assert other.exit_code == 2 and "is evaluated by the rule 'constant'" in other.output
 
 
 def test_prototype_methods_declare_their_rule_and_it_enters_their_run_key(registry) -> None:
