@@ -11,9 +11,11 @@ from click.testing import CliRunner
 from dfml_bench.cli import main
 
 RULE_PLUGIN = """
+import dataclasses
 import torch
 from dfml_bench import hookimpl
 from dfml_bench.interfaces import EvaluationRule, Method
+from dfml_bench.params import param
 
 class FirstClass(EvaluationRule):
     def __init__(self, params):
@@ -21,31 +23,6 @@ class FirstClass(EvaluationRule):
 
     def predict(self, model, params, task, *, steps, lr):
         return torch.zeros(len(task.query_y), dtype=torch.long, device=task.query_y.device)
-
-class Untrained(Method):
-    trains = False
-
-    def train_step(self, iteration):
-        return {}
-
-@hookimpl
-def register_evaluation_rules(register):
-    register("first_class", FirstClass, params=None, help="always predicts class 0")
-
-@hookimpl
-def register_methods(register):
-    register("always_first", Untrained, params=None, help="scored by first_class", access="none",
-             uses=("architecture",), evaluation="first_class")
-    register("misruled", Untrained, params=None, help="names a rule nobody registered", access="none",
-             uses=("architecture",), evaluation="first_clas")
-"""
-
-PARAM_RULE_PLUGIN = """
-import dataclasses
-import torch
-from dfml_bench import hookimpl
-from dfml_bench.interfaces import EvaluationRule, Method
-from dfml_bench.params import param
 
 @dataclasses.dataclass
 class ConstantParams:
@@ -66,10 +43,15 @@ class Untrained(Method):
 
 @hookimpl
 def register_evaluation_rules(register):
+    register("first_class", FirstClass, params=None, help="always predicts class 0")
     register("constant", Constant, params=ConstantParams, help="always predicts its label")
 
 @hookimpl
 def register_methods(register):
+    register("always_first", Untrained, params=None, help="scored by first_class", access="none",
+             uses=("architecture",), evaluation="first_class")
+    register("misruled", Untrained, params=None, help="names a rule nobody registered", access="none",
+             uses=("architecture",), evaluation="first_clas")
     register("always_constant", Untrained, params=None, help="scored by constant", access="none",
              uses=("architecture",), evaluation="constant")
 """
@@ -103,7 +85,7 @@ def test_a_plugin_rule_scores_validation_and_test_and_is_recorded(fake_plugin, t
 
 
 def test_a_rule_takes_its_settings_from_the_config_and_they_enter_the_run_key(fake_plugin, tmp_path) -> None:
-    fake_plugin("param_rules", PARAM_RULE_PLUGIN)
+    fake_plugin("rules", RULE_PLUGIN)
     runs = {}
     for label in ("0", "7"):  # 7: no query of a 5-way episode has it, so accuracy 0 shows the setting arrived
         out = cli("run", "--method", "always_constant", *SMOKE, "--results", str(tmp_path / label),
