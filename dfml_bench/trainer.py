@@ -32,7 +32,6 @@ from dfml_bench.progress import Reporter
 __all__ = ["Clock", "NonFiniteTraining", "TrainOutcome", "Trainer", "load_checkpoint"]
 
 
-
 class NonFiniteTraining(DfmlError):
     """The training loss or the model's weights became NaN or infinite: the run stops as failed."""
 
