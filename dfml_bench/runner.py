@@ -330,7 +330,7 @@ def _run(spec: RunSpec, registry: Registry, env: Environment, path: Path) -> dic
     method = m_comp.build(_params(m_comp, spec.method.params), ctx)
     rule_name = str(spec.eval_rule or m_comp.meta.get("evaluation", "finetune"))
     rule_comp = registry.get("evaluation_rule", rule_name)
-    rule = rule_comp.build(_params(rule_comp, spec.eval_rule_params or {}) if rule_comp.params is not None else None)
+    rule = rule_comp.build(_params(rule_comp, spec.eval_rule_params or {}))  # None for a rule without params
     ev = spec.eval
 
     def validate() -> float:
