@@ -114,6 +114,9 @@ def _config_layers(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--instance", help="Data instance of the embedded glyphs: dev (develop and tune) or sealed (a "
                                  "fresh rendering and class split, for published tables; see docs/tuning.md); "
                                  "also `instance:` in a config.  [default: dev]")
+@click.option("--tuned", "tuned_dir", type=click.Path(file_okay=False),
+              help="Run each method x scenario x shots cell with the winner of its `dfml-bench tune` study "
+                   "under DIR (tune's --results directory), layered under --config and --set.")
 @click.option("--launcher", help="Where runs execute: local | ray | slurm.  [default: local]")
 @click.option("--workers", type=int, help="local launcher: runs at once, each in its own process.  [default: 1]")
 @click.option("--ray-address", help="ray launcher: the cluster to join (e.g. auto, ray://head:10001).  "
@@ -129,11 +132,13 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
         seeds: tuple[str, ...], profile: str, config_file: str | None, sets: tuple[str, ...], device: str | None,
         budget: float | None, pool_dir: str | None, launcher: str | None, workers: int | None,
         ray_address: str | None, results: str, data_root: str | None, cache_dir: str | None,
-        progress: bool | None, instance: str | None) -> None:
+        progress: bool | None, instance: str | None, tuned_dir: str | None) -> None:
     """Run methods x scenarios x shots x seeds and store one result per run.
 
     Finished runs (same resolved config) are skipped before anything is dispatched; failed
     runs are recorded (error.json), do not stop the others, and are retried by a re-run.
+    With --tuned DIR each cell runs its tuned settings: `dfml-bench tune` on dev, then
+    `dfml-bench run --tuned DIR --instance sealed` publishes every winner in one grid.
     """
     from dfml_bench import launch, store
     from dfml_bench.config import build_raw_config, component_params, resolve_runs, top_level
@@ -149,7 +154,16 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
         "pool_dir": pool_dir, "instance": instance,
     }
     raw = _launcher_flags(build_raw_config(profile, config_file, sets, flags), workers, ray_address)
-    runs = resolve_runs(raw, registry)
+    console = _stderr()
+    if tuned_dir is None:
+        runs = resolve_runs(raw, registry)
+    else:
+        from dfml_bench.tune import tuned_runs
+
+        runs, cells = tuned_runs(registry, Path(tuned_dir), profile=profile, config_file=config_file, sets=sets,
+                                 flags=flags)
+        for line in cells:
+            console.print(f"  tuned: {line}", highlight=False, soft_wrap=True, markup=False)
     top = top_level(raw)
     l_name, l_params = component_params(raw, "launcher", registry)
     chosen = registry.build("launcher", l_name, l_params)  # fails now if its package is missing
@@ -161,7 +175,6 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
         from dfml_bench.runner import resolve_device
 
         resolve_device(env.device)
-    console = _stderr()
     from dfml_bench.progress import GridMonitor, grid_state
 
     live = GridMonitor.wants_live(progress)  # the grid display replaces per-run bars
@@ -323,9 +336,10 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
 
 
 @main.command()
-@click.option("--method", "-m", required=True, help="The method to tune (one).")
-@click.option("--scenario", "-s", help="The scenario (one): SS, SH, MH, a plugin's or FILE.yaml.  [default: SS]")
-@click.option("--shots", type=int, help="K-shot (one value).  [default: the profile's first]")
+@click.option("--method", "-m", multiple=True, required=True,
+              help="Method(s) to tune; repeat or comma-separate for one study per cell.")
+@click.option("--scenario", "-s", multiple=True, help="Scenario(s): SS, SH, MH, a plugin's or FILE.yaml.  [default: SS]")
+@click.option("--shots", multiple=True, help="K-shot value(s), e.g. 1,5.  [default: the profile's first]")
 @click.option("--trials", type=int, default=8, show_default=True,
               help="Trials of the random search; trial 0 runs the defaults. Give every compared method the same.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False),
@@ -341,35 +355,33 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
 @click.option("--workers", type=int, help="local launcher: trials at once, each in its own process.  [default: 1]")
 @click.option("--ray-address", help="ray launcher: the cluster to join.")
 @click.option("--results", "results", type=click.Path(file_okay=False), default=DEFAULT_RESULTS, show_default=True,
-              help="Results root; the study goes to RESULTS/tune/METHOD-SCENARIO-Kshot-HASH/.")
+              help="Results root; each study goes to RESULTS/tune/METHOD-SCENARIO-Kshot-HASH/.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when on a terminal).")
 @_config_layers
 @click.pass_context
-def tune(ctx: click.Context, method: str, scenario: str | None, shots: int | None, trials: int,
+def tune(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], shots: tuple[str, ...], trials: int,
          space_file: str | None, search_seed: int, profile: str, config_file: str | None, sets: tuple[str, ...],
          device: str | None, budget: float | None, pool_dir: str | None, launcher: str | None,
          workers: int | None, ray_address: str | None, results: str, data_root: str | None,
          cache_dir: str | None, progress: bool | None) -> None:
-    """Select a method's settings on meta-val only: a seeded random search over its search space.
+    """Select settings on meta-val only: a seeded random search per method x scenario x shots cell.
 
     Every trial is a run scored by its best meta-val accuracy (mean over the config's seeds);
-    the meta-test split is never loaded. Trials run through the launcher like `run` and finished
-    ones are skipped on a re-run. Writes trials.md / trials.csv (every trial's settings and
-    meta-val score, with the per-trial budget) and winner.yaml, a config overlay for
-    `dfml-bench run --config winner.yaml`. Tuning uses the dev instance of the data.
+    the meta-test split is never loaded. Trials of every cell run through the launcher like
+    `run` and finished ones are skipped on a re-run. Each study writes trials.md / trials.csv
+    (every trial's settings and meta-val score, with the per-trial budget) and winner.yaml, a
+    config overlay for `dfml-bench run --config winner.yaml` (or `run --tuned RESULTS` for
+    every cell at once). Tuning uses the dev instance of the data.
     """
     from dfml_bench import launch, store
     from dfml_bench import tune as T
-    from dfml_bench.config import build_raw_config, component_params, load_yaml, parse_set, scenario_file, top_level
+    from dfml_bench.config import build_raw_config, component_params, selected_names, top_level
     from dfml_bench.errors import ConfigError
 
     store.checkpoint_interval_s()  # a bad DFML_BENCH_CHECKPOINT_MINUTES fails here, before any trial starts
     registry = _registry(ctx)
     _warn_failed(ctx)
-    if len(_split((method,)) or []) != 1 or (scenario and len(_split((scenario,)) or []) != 1):
-        raise ConfigError("tune selects settings for one method and one scenario at a time; pass one of each.")
-    flags: dict[str, Any] = {"method": method, "scenario": scenario, "shots": [shots] if shots is not None else None,
-                             "device": device, "data_root": data_root, "cache_dir": cache_dir,
+    flags: dict[str, Any] = {"device": device, "data_root": data_root, "cache_dir": cache_dir,
                              "launcher": launcher, "budget": budget, "pool_dir": pool_dir}
     raw = _launcher_flags(build_raw_config(profile, config_file, sets, flags), workers, ray_address)
     top = top_level(raw)
@@ -377,49 +389,35 @@ def tune(ctx: click.Context, method: str, scenario: str | None, shots: int | Non
         raise ConfigError(f"tune runs on the dev instance only (instance '{top.instance}' was set): settings chosen "
                           "on an instance would make its tables biased; tune on dev, then run the winner with "
                           "--instance sealed.")
-    raw["shots"] = top.shots[:1]
-    comp_name = registry.get("method", method).name
-    if space_file:
-        space, where = T.load_space_file(Path(space_file)), f"search space file '{space_file}'"
-    else:
-        space, where = T.declared_space(registry, comp_name), f"the search space of method '{comp_name}'"
-    overlay: dict[str, Any] = {}
-    from dfml_bench.config import deep_merge, normalise_sections
-
-    if config_file:
-        overlay = normalise_sections(load_yaml(Path(config_file)))
-    for item in sets:
-        overlay = deep_merge(overlay, normalise_sections(parse_set(item)))
-    overlay = deep_merge(overlay, {"method": {"name": comp_name}, "shots": list(top.shots[:1])})
-    if scenario and scenario.endswith((".yaml", ".yml")):
-        s_name, block = scenario_file(Path(scenario))
-        overlay = deep_merge(overlay, {"scenario": {"name": s_name, s_name: block}})
-    elif scenario:
-        overlay = deep_merge(overlay, {"scenario": {"name": scenario}})
-    if budget is not None:
-        overlay["budget"] = budget
-    study = T.plan_study(raw, registry, trials=trials, space=space, search_seed=search_seed,
-                         results_root=Path(results), base_overlay=overlay, where=where)
+    shot_values = _ints(shots, "shots") or list(top.shots[:1])
+    studies = [_plan_study(registry, m, s, k, trials=trials, space_file=space_file, search_seed=search_seed,
+                           profile=profile, config_file=config_file, sets=sets, flags=flags, results=Path(results))
+               for m in _split(method) or [] for s in _split(scenario) or selected_names(raw, "scenario")
+               for k in shot_values]
     l_name, l_params = component_params(raw, "launcher", registry)
     chosen = registry.build("launcher", l_name, l_params)
     console = _stderr()
-    if not space and trials > 1:
-        console.print(f"method '{comp_name}' declares no search space: only trial 0 (its defaults) runs; pass "
-                      "--space FILE to search.", highlight=False, soft_wrap=True)
+    for study, declared in studies:
+        if not declared and trials > 1:
+            console.print(f"method '{study.method}' declares no search space: only trial 0 (its defaults) runs; "
+                          "pass --space FILE to search.", highlight=False, soft_wrap=True)
 
     from dfml_bench.progress import Reporter
 
-    env = _environment(top, study.root, Reporter(progress))
+    env = _environment(top, Path(results) / "tune", Reporter(progress))
     if not getattr(chosen, "remote", False):
         from dfml_bench.runner import resolve_device
 
         resolve_device(env.device)
-    runs = [run for trial in study.trials for run in trial.runs]
-    jobs = launch.make_jobs(runs, env, progress)
+    jobs = [job for study, _ in studies
+            for job in launch.make_jobs([run for trial in study.trials for run in trial.runs],
+                                        _environment(top, study.root, env.reporter), progress)]
     pending = [job for job in jobs if store.read_result(job.run_dir) is None]
-    console.print(f"tune {study.method} on {study.scenario} {study.shots}-shot: {len(study.trials)} trial(s), "
-                  f"{len(jobs)} run(s), {len(pending)} to run with launcher '{l_name}' ({len(jobs) - len(pending)} "
-                  f"finished earlier); profile '{top.profile}', study in {study.root}/", highlight=False, soft_wrap=True)
+    for study, _ in studies:
+        console.print(f"tune {study.method} on {study.scenario} {study.shots}-shot: {len(study.trials)} trial(s); "
+                      f"study in {study.root}/", highlight=False, soft_wrap=True)
+    console.print(f"{len(jobs)} run(s), {len(pending)} to run with launcher '{l_name}' ({len(jobs) - len(pending)} "
+                  f"finished earlier); profile '{top.profile}'", highlight=False, soft_wrap=True)
     values: list[Any] = chosen.run_all(pending, launch.RunJob(registry, (ctx.obj or {}).get("strict"))) if pending else []
     if len(values) != len(pending):
         raise DfmlError(f"launcher '{l_name}' returned {len(values)} results for {len(pending)} runs; "
@@ -435,19 +433,58 @@ def tune(ctx: click.Context, method: str, scenario: str | None, shots: int | Non
         o = launch.as_outcome(job, value, registry)
         if o.status == "failed":
             outcomes[run_id(job.config)] = o.error or "failed"
-    rows = T.trial_rows(study, outcomes)
-    path = T.write_study(study, rows)
     from rich.markup import escape
 
-    click.echo((study.root / "trials.md").read_text())
-    if path is None:
-        console.print(f"[red]error:[/] every trial failed (see {escape(str(study.root))}/trials.md and each run's "
-                      "error.json); fix the cause and re-run the same command.", highlight=False, soft_wrap=True)
+    lost = 0
+    for study, _ in studies:
+        rows = T.trial_rows(study, outcomes)
+        path = T.write_study(study, rows)
+        click.echo((study.root / "trials.md").read_text())
+        if path is None:
+            lost += 1
+            console.print(f"[red]error:[/] every trial of {escape(study.key)} failed (see its trials.md and each "
+                          "run's error.json); fix the cause and re-run the same command.", highlight=False,
+                          soft_wrap=True)
+            continue
+        console.print(f"winner overlay: {escape(str(path))}", highlight=False, soft_wrap=True)
+        if any(r["status"] != "done" for r in rows):
+            console.print("[yellow]warning:[/] some trials failed (see the table); re-run the same command to retry "
+                          "them.", highlight=False, soft_wrap=True)
+    if lost:
         ctx.exit(1)
-    console.print(f"winner overlay: {escape(str(path))}", highlight=False, soft_wrap=True)
-    if any(r["status"] != "done" for r in rows):
-        console.print("[yellow]warning:[/] some trials failed (see the table); re-run the same command to retry "
-                      "them.", highlight=False, soft_wrap=True)
+
+
+def _plan_study(registry: Any, method: str, scenario: str, shots: int, *, trials: int,
+                space_file: str | None, search_seed: int, profile: str, config_file: str | None,
+                sets: tuple[str, ...], flags: dict[str, Any], results: Path) -> tuple[Any, bool]:
+    """One cell's study (method, scenario, shots) and whether its space is the method's declared
+    one and non-empty; the winner overlay records the cell's --config and --set layers."""
+    from dfml_bench import tune as T
+    from dfml_bench.config import build_raw_config, deep_merge, load_yaml, normalise_sections, parse_set, scenario_file
+
+    raw = build_raw_config(profile, config_file, sets, {**flags, "method": method, "scenario": scenario,
+                                                         "shots": [shots]})
+    comp_name = registry.get("method", method).name
+    if space_file:
+        space, where = T.load_space_file(Path(space_file)), f"search space file '{space_file}'"
+    else:
+        space, where = T.declared_space(registry, comp_name), f"the search space of method '{comp_name}'"
+    overlay: dict[str, Any] = {}
+    if config_file:
+        overlay = normalise_sections(load_yaml(Path(config_file)))
+    for item in sets:
+        overlay = deep_merge(overlay, normalise_sections(parse_set(item)))
+    overlay = deep_merge(overlay, {"method": {"name": comp_name}, "shots": [shots]})
+    if scenario.endswith((".yaml", ".yml")):
+        s_name, block = scenario_file(Path(scenario))
+        overlay = deep_merge(overlay, {"scenario": {"name": s_name, s_name: block}})
+    else:
+        overlay = deep_merge(overlay, {"scenario": {"name": scenario}})
+    if flags.get("budget") is not None:
+        overlay["budget"] = flags["budget"]
+    study = T.plan_study(raw, registry, trials=trials, space=space, search_seed=search_seed,
+                         results_root=results, base_overlay=overlay, where=where)
+    return study, bool(space)
 
 
 @main.command(name="list")

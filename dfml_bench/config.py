@@ -282,9 +282,13 @@ def canonicalise(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_raw_config(profile: str = DEFAULT_PROFILE, config_file: str | Path | None = None,
-                     sets: Sequence[str] = (), flags: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Layer profile, config file, --set items and CLI flags into one raw config."""
+                     sets: Sequence[str] = (), flags: Mapping[str, Any] | None = None,
+                     tuned: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Layer profile, tuned overlay (a `tune` winner), config file, --set items and CLI flags into
+    one raw config."""
     raw = canonicalise(normalise_sections(load_profile(profile)))
+    if tuned is not None:
+        raw = canonicalise(deep_merge(raw, normalise_sections(tuned)))
     if config_file is not None:
         raw = canonicalise(deep_merge(raw, normalise_sections(load_yaml(Path(config_file)))))
     # Component selections from the CLI come before --set, so `--method m --set method.x=1`
@@ -401,8 +405,8 @@ def resolve_runs(raw: Mapping[str, Any], registry: Any) -> list[dict[str, Any]]:
     sections = {name: as_dict(build_params(cls, {k: v for k, v in (raw.get(name) or {}).items()
                                                  if name != "train" or k not in per_method}, name))
                 for name, cls in SECTIONS.items()}
-    methods = _names(raw, "method")
-    scenarios = _names(raw, "scenario")
+    methods = selected_names(raw, "method")
+    scenarios = selected_names(raw, "scenario")
     for logger in top.loggers:
         registry.get("logger", logger)
     runs = []
@@ -477,7 +481,8 @@ def _train_of(method: str, shared: Mapping[str, Any], per_method: Mapping[str, M
     return train
 
 
-def _names(raw: Mapping[str, Any], kind: str) -> list[str]:
+def selected_names(raw: Mapping[str, Any], kind: str) -> list[str]:
+    """The names a component section selects (a comma list or YAML list forms a grid)."""
     section = raw.get(kind) or {}
     value = section.get("name") if isinstance(section, Mapping) else section
     if not value:

@@ -419,3 +419,81 @@ def write_study(study: Study, rows: Sequence[Mapping[str, Any]]) -> Path | None:
     path = study.root / "winner.yaml"
     store.atomic_write_text(path, header + yaml.safe_dump(winner_overlay(study, trial), sort_keys=True))
     return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Winner:
+    """A finished study's winner: its overlay file, trial and meta-val score."""
+
+    path: Path
+    trial: int
+    val_acc: float
+
+
+def find_winners(root: Path) -> dict[tuple[str, str, int, str], list[Winner]]:
+    """Every study winner under `root` (a results root or its ``tune/`` folder), keyed by
+    (method, scenario label, shots, profile)."""
+    base = root / "tune" if (root / "tune").is_dir() else root
+    if not base.is_dir():
+        raise ConfigError(f"--tuned '{root}' is not a directory; pass the --results directory your "
+                          "`dfml-bench tune` runs wrote to.")
+    found: dict[tuple[str, str, int, str], list[Winner]] = {}
+    for record in sorted(base.glob("*/study.json")):
+        try:
+            study = json.loads(record.read_text())
+            best, key = study.get("winner"), (str(study["method"]), str(study["scenario"]), int(study["shots"]),
+                                               str(study["budget"]["profile"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"'{record}' is not a readable study record; re-run the `dfml-bench tune` command "
+                              "that wrote it, or remove its directory.") from None
+        if best and (record.parent / "winner.yaml").is_file():
+            found.setdefault(key, []).append(Winner(record.parent / "winner.yaml", int(best["trial"]),
+                                                    float(best["val_acc"])))
+    return found
+
+
+def tuned_runs(registry: Any, root: Path, *, profile: str, config_file: str | None, sets: Sequence[str],
+               flags: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The grid of `run --tuned ROOT`: each (method, scenario, shots) cell resolved with its study's
+    winner overlay between the profile and --config / --set / flags, so a cell's runs equal those of
+    `run --config winner.yaml`. A method that declares no search space runs its defaults. Returns
+    the runs and one line per cell naming the settings it uses."""
+    from dfml_bench.config import build_raw_config, load_yaml, resolve_runs, selected_names, top_level
+
+    winners = find_winners(root)
+    results = root.parent if root.name == "tune" and not (root / "tune").is_dir() else root
+    raw = build_raw_config(profile, config_file, sets, flags)
+    top = top_level(raw)
+
+    def items(kind: str) -> list[str]:  # the flag's own items keep scenario files as paths
+        given = flags.get(kind)
+        return [v.strip() for v in str(given).split(",") if v.strip()] if given else selected_names(raw, kind)
+
+    runs: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for method in items("method"):
+        for scenario in items("scenario"):
+            for shots in top.shots:
+                cell = {**flags, "method": method, "scenario": scenario, "shots": [shots]}
+                plain = resolve_runs(build_raw_config(profile, config_file, sets, cell), registry)
+                m_name = plain[0]["method"]["name"]
+                s_label = plain[0]["scenario"]["params"].get("label") or plain[0]["scenario"]["name"]
+                where = f"{m_name} on {s_label} {shots}-shot"
+                hits = winners.get((m_name, s_label, shots, top.profile), [])
+                if len(hits) > 1:
+                    raise ConfigError(f"{len(hits)} finished studies of {where} (profile {top.profile}) under "
+                                      f"'{root}': {', '.join(h.path.parent.name for h in hits)}; keep the one "
+                                      "the table should use (move the others elsewhere).")
+                if hits:
+                    lines.append(f"{where}: trial {hits[0].trial} of {hits[0].path.parent.name} (meta-val "
+                                 f"{hits[0].val_acc:.2f})")
+                    overlay = load_yaml(hits[0].path)
+                    runs += resolve_runs(build_raw_config(profile, config_file, sets, cell, tuned=overlay), registry)
+                elif declared_space(registry, m_name):
+                    raise ConfigError(f"no finished study of {where} (profile {top.profile}) under '{root}'; "
+                                      f"run `dfml-bench tune --method {m_name} --scenario {scenario} --shots "
+                                      f"{shots} --profile {top.profile} --results {results}` first, or drop --tuned.")
+                else:
+                    lines.append(f"{where}: its defaults (the method declares no search space)")
+                    runs += plain
+    return runs, lines

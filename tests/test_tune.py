@@ -216,3 +216,50 @@ def test_trial_zero_shows_what_a_variant_inherits_from_its_base(registry) -> Non
     assert default_value("method.bidf_mkd_noise.patience", raw, registry) == base["patience"] != 200
     runs = resolve_runs(raw, registry)
     assert runs[0]["method"]["params"]["per_class"] == base["per_class"]  # and it is what trial 0 runs
+
+
+def test_tune_grid_then_run_tuned_uses_each_cells_winner(tmp_path, registry) -> None:
+    from dfml_bench.config import run_id
+    from dfml_bench.tune import tuned_runs
+
+    results = tmp_path / "r"
+    out = cli("tune", "-m", "maml_oracle,random", "--shots", "1,2", "--trials", "2", "--results", str(results), *CHEAP)
+    assert out.exit_code == 0, out.output
+    roots = sorted(p.name.rsplit("-", 1)[0] for p in (results / "tune").iterdir())
+    assert roots == ["maml_oracle-SS-1shot", "maml_oracle-SS-2shot", "random-SS-1shot", "random-SS-2shot"]
+    assert "6 run(s), 6 to run" in out.output  # 2 trials x 2 shots of maml_oracle, 1 x 2 of random
+    flags = {"method": "maml_oracle,random", "shots": [1, 2], "seeds": [0], "instance": "sealed"}
+    sets = ("train.meta_iterations=2", "train.val_every=1")  # CHEAP's --set items
+    runs, lines = tuned_runs(registry, results, profile="smoke", config_file=None, sets=sets, flags=flags)
+    assert len(runs) == 4 and len(lines) == 4
+    for run in runs:  # each cell's runs are exactly those of `run --config winner.yaml`
+        (winner,) = (results / "tune").glob(f"{run['method']['name']}-SS-{run['shots']}shot-*/winner.yaml")
+        cell = {**flags, "method": run["method"]["name"], "shots": [run["shots"]]}
+        (want,) = resolve_runs(build_raw_config("smoke", winner, sets, cell), registry)
+        assert run_id(run) == run_id(want) and want["scenario"]["params"]["datasets"][0].endswith("instance=sealed]")
+    assert any("trial" in line and "maml_oracle on SS 1-shot" in line for line in lines)
+    out = cli("run", "-m", "maml_oracle", "--shots", "1", "--seeds", "0", "--instance", "sealed",
+              "--tuned", str(results), "--results", str(tmp_path / "runs"), *CHEAP)
+    assert out.exit_code == 0, out.output
+    assert "tuned: maml_oracle on SS 1-shot: trial" in out.output
+    (config,) = (tmp_path / "runs").glob("runs/*/config.yaml")
+    ran = next(r for r in runs if r["method"]["name"] == "maml_oracle" and r["shots"] == 1)
+    assert run_id(yaml.safe_load(config.read_text())) == run_id(ran)
+
+
+def test_run_tuned_names_the_missing_or_ambiguous_study(tmp_path) -> None:
+    results = tmp_path / "r"
+    out = cli("run", "-m", "maml_oracle", "--shots", "1", "--tuned", str(results), *CHEAP)
+    assert out.exit_code == 2 and "is not a directory" in out.output
+    (results / "tune").mkdir(parents=True)
+    out = cli("run", "-m", "maml_oracle", "--shots", "1", "--tuned", str(results), "--results", str(tmp_path / "o"),
+              *CHEAP)
+    assert out.exit_code == 2, out.output
+    assert "no finished study of maml_oracle on SS 1-shot (profile smoke)" in out.output
+    assert "dfml-bench tune --method maml_oracle --scenario SS --shots 1 --profile smoke" in out.output
+    for extra in ((), ("--set", "train.meta_lr=0.002")):  # two studies of one cell
+        out = cli("tune", "-m", "maml_oracle", "--trials", "1", "--results", str(results), *CHEAP, *extra)
+        assert out.exit_code == 0, out.output
+    out = cli("run", "-m", "maml_oracle", "--shots", "1", "--tuned", str(results), *CHEAP)
+    assert out.exit_code == 2 and "2 finished studies of maml_oracle on SS 1-shot" in out.output
+    assert not (tmp_path / "o").exists()
