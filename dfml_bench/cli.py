@@ -577,6 +577,8 @@ def _pool_options(verb: str, workers_help: str) -> Any:
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="YAML file layered over the profile."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting."),
+        click.option("--instance", help="Data instance of the embedded glyphs: dev or sealed (as for `run`).  "
+                                        "[default: dev]"),
         click.option("--pool-dir", type=click.Path(file_okay=False), help="Cache of built API pools  [default: $DFML_BENCH_POOL_DIR, else <cache>/pools]."),
         click.option("--build-workers", type=int, help=workers_help),
         click.option("--workers", "deprecated_workers", type=int, hidden=True,
@@ -609,7 +611,7 @@ def _build_workers(build_workers: int | None, deprecated_workers: int | None) ->
 @click.option("--progress/--no-progress", default=None)
 @click.pass_context
 def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str | None, sets: tuple[str, ...],
-               pool_dir: str | None, build_workers: int | None, deprecated_workers: int | None,
+               instance: str | None, pool_dir: str | None, build_workers: int | None, deprecated_workers: int | None,
                progress: bool | None) -> None:
     """Train (or find cached) the API pool of a scenario and print its summary."""
     import time
@@ -622,7 +624,7 @@ def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str
 
     registry = _registry(ctx)
     workers = _build_workers(build_workers, deprecated_workers)
-    raw = build_raw_config(profile, config_file, sets, {"scenario": scenario, "pool_dir": pool_dir,
+    raw = build_raw_config(profile, config_file, sets, {"scenario": scenario, "pool_dir": pool_dir, "instance": instance,
                                                         "workers": workers})
     top = top_level(raw)
     s_name, s_params = component_params(raw, "scenario", registry)
@@ -658,7 +660,7 @@ def pool_build(ctx: click.Context, scenario: str, profile: str, config_file: str
 @click.option("--progress/--no-progress", default=None)
 @click.pass_context
 def pool_serve(ctx: click.Context, scenario: str, profile: str, config_file: str | None, sets: tuple[str, ...],
-               pool_dir: str | None, build_workers: int | None, deprecated_workers: int | None,
+               instance: str | None, pool_dir: str | None, build_workers: int | None, deprecated_workers: int | None,
                device: str | None, host: str, port: int,
                token: str | None, rate: float | None, burst: int | None, budget: float | None,
                max_request_mb: float, fail_fraction: float, faults: str, fault_seed: int,
@@ -672,7 +674,7 @@ def pool_serve(ctx: click.Context, scenario: str, profile: str, config_file: str
 
     registry = _registry(ctx)
     workers = _build_workers(build_workers, deprecated_workers)
-    raw = build_raw_config(profile, config_file, sets, {"scenario": scenario, "pool_dir": pool_dir,
+    raw = build_raw_config(profile, config_file, sets, {"scenario": scenario, "pool_dir": pool_dir, "instance": instance,
                                                         "workers": workers, "device": device})
     top = top_level(raw)
     s_name, s_params = component_params(raw, "scenario", registry)

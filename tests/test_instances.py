@@ -105,3 +105,17 @@ def test_instance_errors_are_one_sentence(registry, tmp_path) -> None:
     with pytest.raises(ConfigError, match="mixes the dev and sealed instances"):
         _datasets(["glyphs[domain=letters,instances_per_class=2]",
                    "glyphs[domain=symbols,instances_per_class=2,instance=sealed]"], ctx)
+
+
+def test_pool_build_takes_the_instance(glyph_cache, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from dfml_bench.cli import main
+
+    roots = {}
+    for instance in ("dev", "sealed"):
+        out = CliRunner().invoke(main, ["pool", "build", "-p", "smoke", "--instance", instance, "--no-progress",
+                                        "--pool-dir", str(tmp_path)])
+        assert out.exit_code == 0, out.output
+        roots[instance] = out.output.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+    assert roots["dev"] != roots["sealed"] and all(Path(r).parent == tmp_path for r in roots.values())
