@@ -26,6 +26,8 @@ step() {  # step NAME LIMIT_S COMMAND...
 # correctness first: the README's main job end to end on the device (smoke profile)
 step smoke 120 dfml-bench run --method bidf_mkd,random --scenario SS --profile smoke --device "$dev" \
   --results "$runs" --no-progress
+# the ZO estimate needs IEEE float32: its cosine to the exact gradient with TF32 convolutions on and off
+step zo_rounding 40 python3 benchmarks/zo_rounding.py --device "$dev"
 # headline ratios: ZO step / bare API forward at the profiles' step sizes; a quick run over its floor
 step zo_headline 60 python3 benchmarks/zo_estimator.py --device "$dev" --archs '' --headline-repeats 5 --threads 0
 step end_to_end 180 python3 benchmarks/end_to_end.py --device "$dev" --meta-iterations 10 --threads 0

@@ -169,7 +169,8 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
             reused = _reuse_shared(spec, path)
             if reused is not None:
                 return reused
-        with deterministic_cpu(resolve_device(env.device)):
+        device = resolve_device(env.device)
+        with deterministic_cpu(device), exact_float32(device):
             return _run(spec, registry, env, path)
 
 
@@ -193,6 +194,31 @@ def deterministic_cpu(device: torch.device) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         det.fill_uninitialized_memory = before[2]
+
+
+@contextlib.contextmanager
+def exact_float32(device: torch.device) -> Iterator[None]:
+    """On CUDA, run float32 convolutions and matrix products in full IEEE precision, not
+    TensorFloat-32 (cuDNN convolutions default to TF32 on Ampere and later GPUs). A TF32 product
+    keeps 10 mantissa bits, a relative error of ~1e-3 in the APIs' logits, as large as the loss
+    differences f(x + mu u) - f(x) that the zero-order estimator divides by mu
+    (docs/protocol.md section 6): with TF32 the estimates are mostly rounding noise. Restored on exit."""
+    if device.type != "cuda":
+        yield
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        flags = [(conv, "fp32_precision", "ieee"), (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
+    else:
+        flags = [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
+    before = [getattr(owner, name) for owner, name, _ in flags]
+    for owner, name, value in flags:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for (owner, name, _), value in zip(flags, before):
+            setattr(owner, name, value)
 
 
 def _reuse_shared(spec: RunSpec, path: Path) -> dict[str, Any] | None:

@@ -108,6 +108,12 @@ def test_evaluation_layouts_side_by_side(bench) -> None:
     assert [r["shots"] for r in rows] == [1] and rows[0]["ratio"] > 0 and 0 <= rows[0]["differ"] <= 2
 
 
+def test_zo_rounding_shows_the_estimate_lost_to_tf32_sized_rounding(bench) -> None:
+    rows = bench("zo_rounding").main(["--q", "300", "--batch", "4"])
+    cos = {r["scores"]: r["cosine"] for r in rows}
+    assert len(rows) == 5 and cos["IEEE float32"] > 0.2 > cos["x (1 + 1.0e-03 N(0,1))"], cos
+
+
 def test_gpu_script_names_only_existing_scripts_and_options() -> None:
     """benchmarks/gpu.sh is run on a lent GPU machine with no time to debug it: every command it
     runs exists and takes every option the script gives it."""

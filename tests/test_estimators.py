@@ -134,3 +134,39 @@ def test_queries_run_a_folded_copy_and_white_box_access_keeps_the_network() -> N
     assert xg.grad is not None and xg.grad.abs().sum() > 0
     batch_stats = build_conv4(Conv4Params(width=4), 5, 16).eval()  # BatchNorm without running statistics
     assert fold_batchnorm(batch_stats) is batch_stats
+
+
+def test_exact_float32_turns_tf32_off_on_cuda_only_and_restores_it() -> None:
+    from dfml_bench.runner import exact_float32
+
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = (conv.fp32_precision, matmul.fp32_precision)
+    conv.fp32_precision = "tf32"
+    try:
+        with exact_float32(torch.device("cpu")):
+            assert conv.fp32_precision == "tf32"
+        with exact_float32(torch.device("cuda")):  # setting the flags needs no GPU
+            assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        assert conv.fp32_precision == "tf32"
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_zo_estimate_of_a_conv_api_resolves_the_gradient_on_each_device(device) -> None:
+    """At the profiles' mu = 0.005 on 32 px images the loss differences are ~1e-4: a device that
+    computed convolutions in TF32 (cuDNN's default) would bury them in rounding noise."""
+    from dfml_bench.runner import exact_float32
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Conv2d(16, 16, 3, padding=1),
+                        nn.ReLU(), nn.MaxPool2d(8), nn.Flatten(), nn.Linear(16, 5)).to(device)
+    info = APIInfo("conv", "toy", "conv", (0, 1, 2, 3, 4), tuple("abcde"), 32)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
+    y = torch.arange(4, device=device) % 5
+    with exact_float32(torch.device(device)):
+        api = make_api(net, info, (0.5,) * 3, (0.5,) * 3, QueryLedger(), white_box=True)
+        exact = WhiteBoxGradient().estimate(api, x, ce_loss(y)).grad
+        zo = ZOForward(ZOParams(q=1000, mu=0.005), seed=0).estimate(api, x, ce_loss(y)).grad
+    # random unit directions: E[cos] ~ sqrt(q / (q + d)) = 0.50 at q = 1000, d = 3072
+    assert cosine(zo.cpu(), exact.cpu()) > 0.4
