@@ -669,7 +669,7 @@ def pool_serve(ctx: click.Context, scenario: str, profile: str, config_file: str
     from dfml_bench.config import build_raw_config, component_params, top_level
     from dfml_bench.pool import PoolSource
     from dfml_bench.progress import Reporter
-    from dfml_bench.runner import build_scenario_by_name, open_pool, resolve_device
+    from dfml_bench.runner import build_scenario_by_name, exact_float32, open_pool, resolve_device
     from dfml_bench.serve import FaultPlan, PoolServer, ServeLimits
 
     registry = _registry(ctx)
@@ -684,7 +684,8 @@ def pool_serve(ctx: click.Context, scenario: str, profile: str, config_file: str
         raise DfmlError(f"scenario '{data.name}' has no pool of its own to serve; serve a scenario with a built pool.")
     limits = ServeLimits(int(max_request_mb * 2**20), rate, burst, None if budget is None else int(budget))
     plan = FaultPlan(fail_fraction, fault_seed, tuple(f.strip() for f in faults.split(",") if f.strip()))
-    api_pool = open_pool(data, registry, env, resolve_device(env.device))
+    device = resolve_device(env.device)
+    api_pool = open_pool(data, registry, env, device)
     console = _stderr()
     server = PoolServer(api_pool, data.output, host=host, port=port, token=token, limits=limits, faults=plan)
     if not token and host not in ("127.0.0.1", "localhost", "::1"):
@@ -693,7 +694,8 @@ def pool_serve(ctx: click.Context, scenario: str, profile: str, config_file: str
     try:
         console.print(f"serving {len(api_pool)} APIs of pool {api_pool.root.name} ({data.output}) at {server.url} "
                       "(Ctrl-C stops)", highlight=False, soft_wrap=True)
-        server.serve_forever()
+        with exact_float32(device):  # clients' zero-order estimates need full-precision answers
+            server.serve_forever()
     except KeyboardInterrupt:
         console.print(f"stopped; images answered per API: {server.usage()}", highlight=False, soft_wrap=True)
     finally:
