@@ -8,10 +8,12 @@ fresh subprocess so that nothing else it did counts).
 Threads: `--threads` (default 1 on CPU). On this shared 2-core machine, two OpenMP threads
 competing with other processes made a conv4 inner loop 5-15x SLOWER than one thread (spinning
 barriers), so single-threaded figures are the stable ones; ratios are what count.
+Precision: on CUDA, IEEE float32 (TensorFloat-32 off), as every run computes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -99,10 +101,17 @@ def peak_above_now(fn: Callable[[], object], device: torch.device) -> float:
     return _peak_rss_mb() - before
 
 
+_PRECISION = contextlib.ExitStack()  # held for the process's life: benchmarks are short-lived processes
+
+
 def set_threads(n: int, device: torch.device) -> None:
-    """torch's CPU threads: `n` if > 0, else torch's default."""
+    """torch's CPU threads: `n` if > 0, else torch's default; on CUDA also a run's IEEE float32."""
     if n > 0:
         torch.set_num_threads(n)
+    if device.type == "cuda":
+        from dfml_bench.runner import exact_float32
+
+        _PRECISION.enter_context(exact_float32(device))
 
 
 def in_subprocess(script: str, child_args: dict[str, object], timeout: float = 300,

@@ -4,7 +4,7 @@ and the exact gradient when the API's scores carry rounding of a given relative 
 The profiles' mu = 0.005 on unit directions over d = 3072 pixels moves the loss by ~1e-4, so the
 API's forward must be accurate well below that. Rows: IEEE float32 (the reference), then the
 scores multiplied by (1 + e * N(0, 1)) for relative errors e around TensorFloat-32's unit
-roundoff (2^-11 = 4.9e-4). On CUDA it also times the same estimate with cuDNN's TF32 convolutions
+roundoff (2^-11 = 4.9e-4) and bfloat16's (2^-8 = 3.9e-3). On CUDA it also times the same estimate with cuDNN's TF32 convolutions
 on and off (what `dfml_bench.runner.exact_float32` turns off for every run).
 
     python benchmarks/zo_rounding.py                  # CPU: the simulated rounding
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
     print(f"{'scores':>28s} cosine")
     with exact_float32(dev):
         api = conv_api(args.device)
-        for noise in (0.0, 1e-5, 1e-4, 4.9e-4, 1e-3):
+        for noise in (0.0, 1e-5, 1e-4, 4.9e-4, 1e-3, 3.9e-3):  # TF32 and bf16 unit roundoffs: 4.9e-4, 3.9e-3
             row("IEEE float32" if noise == 0 else f"x (1 + {noise:.1e} N(0,1))", cosine(api, x, y, args.q, args.mu, noise))
     if dev.type == "cuda":
         conv = torch.backends.cudnn.conv

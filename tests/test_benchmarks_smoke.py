@@ -111,7 +111,7 @@ def test_evaluation_layouts_side_by_side(bench) -> None:
 def test_zo_rounding_shows_the_estimate_lost_to_tf32_sized_rounding(bench) -> None:
     rows = bench("zo_rounding").main(["--q", "300", "--batch", "4"])
     cos = {r["scores"]: r["cosine"] for r in rows}
-    assert len(rows) == 5 and cos["IEEE float32"] > 0.2 > cos["x (1 + 1.0e-03 N(0,1))"], cos
+    assert len(rows) == 6 and cos["IEEE float32"] > 0.2 > cos["x (1 + 1.0e-03 N(0,1))"], cos
 
 
 def test_gpu_script_names_only_existing_scripts_and_options() -> None:
