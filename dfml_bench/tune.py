@@ -265,11 +265,13 @@ def declared_space(registry: Any, method: str) -> list[Dimension]:
 def plan_study(raw: Mapping[str, Any], registry: Any, *, trials: int, space: list[Dimension], search_seed: int,
                results_root: Path, base_overlay: Mapping[str, Any], where: str) -> Study:
     """Check the space against the config and draw the trials' settings (no run executes)."""
+    from dfml_bench.config import scenario_label
+
     if trials < 1:
         raise ConfigError(f"--trials must be >= 1, not {trials}.")
     base_runs = _resolve(raw, registry)
     methods = {r["method"]["name"] for r in base_runs}
-    scenarios = {(r["scenario"]["params"].get("label") or r["scenario"]["name"]) for r in base_runs}
+    scenarios = {scenario_label(r) for r in base_runs}
     shots = {r["shots"] for r in base_runs}
     if len(methods) != 1 or len(scenarios) != 1 or len(shots) != 1:
         raise ConfigError("tune selects settings for one method, one scenario and one shot at a time; "
@@ -430,10 +432,15 @@ class Winner:
     val_acc: float
 
 
+def studies_dir(root: Path) -> Path:
+    """Where `tune` put its studies, given its --results directory or that directory's ``tune/``."""
+    return root / "tune" if (root / "tune").is_dir() else root
+
+
 def find_winners(root: Path) -> dict[tuple[str, str, int, str], list[Winner]]:
     """Every study winner under `root` (a results root or its ``tune/`` folder), keyed by
     (method, scenario label, shots, profile)."""
-    base = root / "tune" if (root / "tune").is_dir() else root
+    base = studies_dir(root)
     if not base.is_dir():
         raise ConfigError(f"--tuned '{root}' is not a directory; pass the --results directory your "
                           "`dfml-bench tune` runs wrote to.")
@@ -458,10 +465,11 @@ def tuned_runs(registry: Any, root: Path, *, profile: str, config_file: str | No
     winner overlay between the profile and --config / --set / flags, so a cell's runs equal those of
     `run --config winner.yaml`. A method that declares no search space runs its defaults. Returns
     the runs and one line per cell naming the settings it uses."""
-    from dfml_bench.config import build_raw_config, load_yaml, resolve_runs, selected_names, top_level
+    from dfml_bench.config import (build_raw_config, load_yaml, resolve_runs, scenario_label, selected_names,
+                                   top_level)
 
     winners = find_winners(root)
-    results = root.parent if root.name == "tune" and not (root / "tune").is_dir() else root
+    results = root.parent if root.name == "tune" and studies_dir(root) == root else root  # tune's --results
     raw = build_raw_config(profile, config_file, sets, flags)
     top = top_level(raw)
 
@@ -477,7 +485,7 @@ def tuned_runs(registry: Any, root: Path, *, profile: str, config_file: str | No
                 cell = {**flags, "method": method, "scenario": scenario, "shots": [shots]}
                 plain = resolve_runs(build_raw_config(profile, config_file, sets, cell), registry)
                 m_name = plain[0]["method"]["name"]
-                s_label = plain[0]["scenario"]["params"].get("label") or plain[0]["scenario"]["name"]
+                s_label = scenario_label(plain[0])
                 where = f"{m_name} on {s_label} {shots}-shot"
                 hits = winners.get((m_name, s_label, shots, top.profile), [])
                 if len(hits) > 1:
