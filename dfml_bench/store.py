@@ -285,6 +285,10 @@ def read_result(run_path: Path) -> dict[str, Any] | None:
     problem = _result_problem(result)
     if problem:
         raise StoreError(f"result file '{path}' is malformed ({problem}); delete that run directory to re-run it.")
+    if str(result.get("device", "")).startswith("cuda") and result.get("float32") != "ieee":
+        raise StoreError(f"result file '{path}' was computed on CUDA before runs used IEEE float32 "
+                         "(TensorFloat-32's rounding buries zero-order estimates: docs/protocol.md section 6); delete that run directory to re-run it "
+                         "in IEEE float32.")
     return result
 
 
@@ -388,4 +392,19 @@ def environment_record(device: Any = None) -> dict[str, Any]:
     record.update(torch=torch.__version__, torch_threads=torch.get_num_threads(), numpy=np.__version__,
                   python=platform.python_version(), platform=platform.platform(), machine=platform.machine(),
                   deterministic=torch.are_deterministic_algorithms_enabled())
+    if str(device).startswith("cuda"):
+        record["float32"] = cuda_float32_mode()
     return record
+
+
+def cuda_float32_mode() -> str:
+    """How CUDA computes float32 convolutions and matrix products right now: "ieee" (full precision,
+    what runs use) or "tf32" (TensorFloat-32 in either)."""
+    import torch
+
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        modes = {conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision}
+        return "ieee" if modes <= {"ieee"} else "tf32"
+    tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+    return "tf32" if tf32 else "ieee"

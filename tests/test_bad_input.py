@@ -747,6 +747,16 @@ def test_malformed_results_and_logs_name_their_file(tmp_path: Path) -> None:
     (path / store.RESULT_FILE).write_bytes(b"\xff\xfe{")
     res = cli("compare", str(results))
     assert res.exit_code == 2 and "unreadable" in res.output and "unexpected" not in res.output, res.output
+    # a CUDA record without the IEEE float32 stamp (made with TensorFloat-32) is refused, never tabled or skipped
+    for cuda in ({**result, "device": "cuda:0"}, {**result, "device": "cuda", "float32": "tf32"}):
+        (path / store.RESULT_FILE).write_text(json.dumps(cuda))
+        for command in (["compare", str(results)], args):
+            res = cli(*command)
+            msg = res.output.strip().replace("\n", "")
+            assert res.exit_code == 2 and "IEEE float32" in msg and "delete that run directory" in msg, msg
+            assert "Traceback" not in msg, msg
+    (path / store.RESULT_FILE).write_text(json.dumps({**result, "device": "cuda:0", "float32": "ieee"}))
+    assert cli("compare", str(results)).exit_code == 0
 
 
 def test_a_cache_path_that_is_a_file_and_an_episode_that_does_not_fit_are_named(tmp_path: Path,

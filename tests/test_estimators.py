@@ -138,6 +138,7 @@ def test_queries_run_a_folded_copy_and_white_box_access_keeps_the_network() -> N
 
 def test_exact_float32_turns_tf32_off_on_cuda_only_and_restores_it() -> None:
     from dfml_bench.runner import exact_float32
+    from dfml_bench.store import environment_record
 
     conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
     before = (conv.fp32_precision, matmul.fp32_precision)
@@ -147,7 +148,10 @@ def test_exact_float32_turns_tf32_off_on_cuda_only_and_restores_it() -> None:
             assert conv.fp32_precision == "tf32"
         with exact_float32(torch.device("cuda")):  # setting the flags needs no GPU
             assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+            assert environment_record("cuda:0")["float32"] == "ieee"  # what a CUDA run's result records
         assert conv.fp32_precision == "tf32"
+        assert environment_record("cuda:0")["float32"] == "tf32"
+        assert "float32" not in environment_record("cpu")
     finally:
         conv.fp32_precision, matmul.fp32_precision = before
 
