@@ -260,7 +260,13 @@ variance (seed part rescaled by S/(S-1)) gives the CI mean +- t * sd, with Stude
 Satterthwaite degrees of freedom of the seed and episode parts, so 3 seeds are not treated as
 many. A * marks a CI that excludes 0. Seeds or rows without a partner, and records without
 per-episode accuracies, are reported as unpaired. With one seed the CI covers episode sampling
-only. See docs/statistics.md.""")
+only. See docs/statistics.md.
+
+
+--split val: score each run by its selected (best) meta-val validation instead of meta-test,
+tuning trials included; --against then pairs the episodes of those validations (every run of
+one eval.seed validates on the same episodes). Use it for every comparison that decides a
+setting.""")
 @click.argument("results", type=click.Path(), default=None, required=False)
 @click.option("--results", "results_opt", type=click.Path(), default=None,
               help=f"The results directory (as for `run`; same as the positional argument) [default: {DEFAULT_RESULTS}].")
@@ -277,8 +283,11 @@ only. See docs/statistics.md.""")
 @click.option("--against", "against", metavar="METHOD",
               help="Also give each cell its paired difference to METHOD with a 95% paired bootstrap CI "
                    "(see below).")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="Score runs on meta-test, or on meta-val (each run's selected validation; tuning trials "
+                   "included): see below.")
 def compare(results: str | None, results_opt: str | None, fmt: str, output: str | None, plot_dir: str | None,
-            methods: tuple[str, ...], gap: str | None, against: str | None) -> None:
+            methods: tuple[str, ...], gap: str | None, against: str | None, split: str) -> None:
     """Summarise finished runs: mean ± 95% CI and median API queries per method x instance x scenario x
     shot; failed runs show as FAILED."""
     from dfml_bench import report, store
@@ -291,12 +300,12 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
         raise DfmlError(f"results directory '{root}' does not exist; run `dfml-bench run` first or pass the right path.")
     from dfml_bench.config import with_current_defaults
 
-    finished = list(store.iter_results(root))
+    finished = list(store.iter_results(root, trials=split == "val"))
     registry = _registry(click.get_current_context())
     configs = {str(r["run_dir"]): store.read_config(Path(r["run_dir"])) for r in finished}
     report.label_variants(finished, {run: None if config is None else with_current_defaults(config, registry)
                                      for run, config in configs.items()})
-    rows = report.aggregate(finished, store.iter_failures(root))
+    rows = report.aggregate(finished, store.iter_failures(root), split=split)
     if not rows:
         raise DfmlError(f"no finished or failed runs under '{root}'; run `dfml-bench run` first.")
     if gap is not None:
@@ -305,7 +314,7 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
             raise ConfigError(f"--gap takes FLOOR:CEILING, two method names (e.g. random:maml_oracle), not '{gap}'.")
         report.add_gap_closed(rows, floor.strip(), ceiling.strip())
     if against is not None:
-        report.add_paired_differences(rows, finished, against.strip())
+        report.add_paired_differences(rows, finished, against.strip(), split=split)
     if methods:
         rows = report.select_methods(rows, _split(methods) or [])
     if fmt == "html" or plot_dir:

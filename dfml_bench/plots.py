@@ -151,7 +151,9 @@ def _palette() -> list[str]:
 
 
 def accuracy_plot(scenario: str, shots: int, rows: list[Mapping[str, Any]]) -> Plot:
-    """Horizontal bars of meta-test accuracy ± 95% CI per method for one (scenario, shots)."""
+    """Horizontal bars of accuracy ± 95% CI per method for one (scenario, shots), on the rows'
+    split (meta-test, or meta-val with `compare --split val`)."""
+    split = "meta-val" if any(r.get("split") == "val" for r in rows) else "meta-test"
     rows = sorted(rows, key=lambda r: (r["accuracy"] is None, -(r["accuracy"] or 0.0)))
     fig = _figure(7.5, 0.9 + 0.45 * len(rows))
     ax = fig.add_subplot()
@@ -172,11 +174,11 @@ def accuracy_plot(scenario: str, shots: int, rows: list[Mapping[str, Any]]) -> P
         ax.text(-top * 0.01, y, f"{name} ({n})", va="center", ha="right", fontsize=9)
     ax.set_yticks([])
     ax.set_xlim(0, top * 1.25)
-    ax.set_xlabel("meta-test accuracy (%), error bar = 95% CI")
+    ax.set_xlabel(f"{split} accuracy (%), error bar = 95% CI")
     ax.set_title(f"{scenario} {shots}-shot: accuracy per method (green = best data-free, hatched = oracle)",
                  fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    caption = f"{scenario} {shots}-shot: meta-test accuracy with 95% confidence intervals"
+    caption = f"{scenario} {shots}-shot: {split} accuracy with 95% confidence intervals"
     return Plot(f"accuracy-{scenario}-{shots}shot.png", caption, _png(fig))
 
 

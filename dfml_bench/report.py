@@ -17,6 +17,7 @@ docs/statistics.md).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -112,14 +113,29 @@ def _median(values: list[float]) -> float:
     return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
 
 
+#: What a table scores: each run's meta-test accuracy, or the meta-val accuracy of its selected
+#: (best) validation, which every run records and tuning decisions are made on.
+SPLITS = ("test", "val")
+
+
+def split_accuracy(run: Mapping[str, Any], split: str = "test") -> float | None:
+    """A run's accuracy on `split`: its meta-test ``accuracy``, or its ``best_val_accuracy``
+    (None for a run that never validated)."""
+    if split == "test":
+        return float(run["accuracy"]) if run.get("kind") != "trial" else None  # a trial's accuracy is val
+    value = run.get("best_val_accuracy")
+    return None if value is None else float(value)
+
+
 def aggregate(results: Iterable[Mapping[str, Any]],
-              failures: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+              failures: Iterable[Mapping[str, Any]] = (), split: str = "test") -> list[dict[str, Any]]:
     """One row per (method, instance, scenario, shots) with mean, CI, seeds, median queries,
-    wall time, evaluation rule and the number of failed runs; a cell with only failed runs has
-    ``accuracy`` None."""
+    wall time, evaluation rule and the number of failed runs, scored on `split` (SPLITS); a cell
+    with only failed runs has ``accuracy`` None. Runs without a score on `split` are left out."""
     groups: dict[tuple[str, str, str, int], list[Mapping[str, Any]]] = {}
     for r in results:
-        groups.setdefault(_key(r), []).append(r)
+        if split_accuracy(r, split) is not None:
+            groups.setdefault(_key(r), []).append(r)
     failed: dict[tuple[str, str, str, int], list[Mapping[str, Any]]] = {}
     for f in failures:
         failed.setdefault(_key(f), []).append(f)
@@ -131,13 +147,14 @@ def aggregate(results: Iterable[Mapping[str, Any]],
         row: dict[str, Any] = {"method": method, "base_method": first.get("base_method", method),
                                "instance": instance, "scenario": scenario, "shots": shots,
                                "access": first.get("access", "black"), "data_free": bool(first.get("data_free", True)),
-                               "evaluation": first.get("evaluation", "finetune"), "failed": len(lost)}
+                               "evaluation": first.get("evaluation", "finetune"), "failed": len(lost),
+                               "split": split}
         if not runs:
             rows.append({**row, "accuracy": None, "ci95": None, "seeds": 0, "queries": None, "wall_time_s": None})
             continue
-        accs = [float(r["accuracy"]) for r in runs]
-        # over seeds: Student's t (a few runs); one run keeps its CI over the test episodes
-        mean, ci = mean_ci95(accs, student_t=True) if len(accs) > 1 else (accs[0], float(runs[0]["ci95"]))
+        accs = [float(split_accuracy(r, split)) for r in runs]  # type: ignore[arg-type]
+        # over seeds: Student's t (a few runs); one run keeps its CI over its episodes
+        mean, ci = mean_ci95(accs, student_t=True) if len(accs) > 1 else (accs[0], _episode_ci(runs[0], split))
         rows.append({**row, "accuracy": mean, "ci95": ci, "seeds": len(runs),
                      "queries": _median([float(r.get("queries", 0)) for r in runs]),
                      "wall_time_s": sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs)})
@@ -201,9 +218,20 @@ def add_gap_closed(rows: list[dict[str, Any]], floor: str, ceiling: str) -> None
         r["gap_closed"] = 100.0 * (r["accuracy"] - lo) / (hi - lo) if ok else None
 
 
-def _episode_matrix(run: Mapping[str, Any]) -> dict[str, list[float]] | None:
-    """A run's per-dataset episode accuracies, or None for a record without them."""
-    per = run.get("per_dataset")
+def _episode_ci(run: Mapping[str, Any], split: str) -> float:
+    """One run's 95% CI over its episodes on `split` (0 where its record has none)."""
+    if split == "test":
+        return float(run["ci95"])
+    per = run.get("best_val_per_dataset")
+    if not isinstance(per, Mapping) or not per:
+        return 0.0
+    cis = [float(entry.get("ci95", 0.0)) for entry in per.values() if isinstance(entry, Mapping)]
+    return math.sqrt(sum(c * c for c in cis)) / len(cis) if cis else 0.0  # as the run combines its datasets
+
+
+def _episode_matrix(run: Mapping[str, Any], split: str = "test") -> dict[str, list[float]] | None:
+    """A run's per-dataset episode accuracies on `split`, or None for a record without them."""
+    per = run.get("per_dataset" if split == "test" else "best_val_per_dataset")
     if not isinstance(per, Mapping) or not per:
         return None
     out = {}
@@ -216,15 +244,16 @@ def _episode_matrix(run: Mapping[str, Any]) -> dict[str, list[float]] | None:
 
 
 def add_paired_differences(rows: list[dict[str, Any]], results: Iterable[Mapping[str, Any]], against: str, *,
-                           resamples: int = 4000, seed: int = 0) -> None:
+                           resamples: int = 4000, seed: int = 0, split: str = "test") -> None:
     """Set each row's paired difference to the `against` method in its (instance, scenario,
     shots) column: ``diff`` (mean over paired seeds and episodes of row - reference, points),
     ``diff_low`` / ``diff_high`` (95% paired bootstrap interval, docs/statistics.md),
     ``diff_ci95`` (its half-width), ``significant`` (the interval excludes 0), ``paired_seeds``,
     and ``unpaired`` (why seeds or the whole row have no partner), so nothing is silently dropped.
     Runs pair by seed when they were evaluated on the same episodes (same eval seed, datasets
-    and episode count); the reference row itself gets ``diff`` None and ``unpaired`` "reference"."""
-    results = list(results)
+    and episode count); the reference row itself gets ``diff`` None and ``unpaired`` "reference".
+    On ``split="val"`` the episodes are those of each run's selected validation."""
+    results = [r for r in results if split_accuracy(r, split) is not None]
     ref = _reference(rows, against, "--against")
     if not any(r["method"] == ref for r in results):
         raise ConfigError(f"--against needs finished runs of '{against}' in these results; run it first or "
@@ -253,7 +282,7 @@ def add_paired_differences(rows: list[dict[str, Any]], results: Iterable[Mapping
             if s not in mine:
                 notes.append(f"seed {s}: only {ref} ran")
                 continue
-            a, b = _episode_matrix(mine[s]), _episode_matrix(theirs[s])
+            a, b = _episode_matrix(mine[s], split), _episode_matrix(theirs[s], split)
             if a is None or b is None:
                 notes.append(f"seed {s}: no per-episode records")
                 continue
@@ -335,8 +364,9 @@ def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], 
     methods = list(dict.fromkeys(r["method"] for r in rows))  # aggregate's order, or select_methods'
     label = {r["method"]: row_label(r) for r in rows}
     header = ["method"]
+    on = "" if all(r.get("split", "test") == "test" for r in rows) else ", meta-val"
     for inst, s, k in cols:
-        header += [f"{s} {k}-shot ({inst})", "queries"]
+        header += [f"{s} {k}-shot ({inst}{on})", "queries"]
     body = []
     for m in methods:
         line = [label[m]]
@@ -348,12 +378,16 @@ def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], 
 
 
 def table_note(rows: list[dict[str, Any]]) -> str:
-    """One sentence on the paired differences shown, or "" without them."""
+    """A sentence on the split when it is meta-val and one on the paired differences shown, or ""."""
+    notes = []
+    if any(r.get("split") == "val" for r in rows):
+        notes.append("Meta-val accuracy of each run's selected (best) validation, the statistic settings are "
+                     "chosen on; optimistic as an estimate, so compare rows, not absolute values.")
     ref = next((r["method"] for r in rows if r.get("unpaired") == "reference"), None)
-    if ref is None:
-        return ""
-    return (f"Δ: paired difference to {ref} in points, [95% paired bootstrap CI over seeds and episodes]; "
-            "* the CI excludes 0.")
+    if ref is not None:
+        notes.append(f"Δ: paired difference to {ref} in points, [95% paired bootstrap CI over seeds and episodes]; "
+                     "* the CI excludes 0.")
+    return " ".join(notes)
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
@@ -375,7 +409,7 @@ def to_latex(rows: list[dict[str, Any]]) -> str:
 
 #: The csv columns every table has; `gap` and the paired-difference columns follow when asked for.
 CSV_FIELDS = ["method", "access", "instance", "scenario", "shots", "seeds", "mean", "ci95", "queries",
-              "evaluation", "data_free", "best", "wall_time_s", "failed"]
+              "evaluation", "data_free", "best", "wall_time_s", "failed", "split"]
 CSV_DIFF_FIELDS = ["diff", "diff_ci95", "diff_low", "diff_high", "significant", "paired_seeds", "unpaired"]
 
 

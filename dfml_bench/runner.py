@@ -23,7 +23,7 @@ from dfml_bench.apis import QueryLedger
 from dfml_bench.config import RunSpec, run_id, run_label
 from dfml_bench.data import EpisodeSampler, Normalizer
 from dfml_bench.errors import AccessError, ConfigError, DataError, PluginError, StoreError
-from dfml_bench.evaluation import evaluate
+from dfml_bench.evaluation import evaluate, mean_ci95
 from dfml_bench.interfaces import (ACCESS_LEVELS, MethodContext, Noting, RunInfo, ScenarioContext, ScenarioData,
                                    Seedable)
 from dfml_bench.plugins import Registry
@@ -31,7 +31,7 @@ from dfml_bench.progress import Reporter
 from dfml_bench.seeding import derive_seed
 from dfml_bench.selection import parse_selection
 from dfml_bench.store import environment_record
-from dfml_bench.trainer import Clock, NonFiniteTraining, Trainer, load_checkpoint
+from dfml_bench.trainer import Clock, NonFiniteTraining, Trainer, Validation, load_checkpoint
 
 __all__ = ["Environment", "NonFiniteTraining", "RunEvents", "RunParts", "build_scenario", "build_scenario_by_name",
            "deterministic_cpu", "environment_record", "execute_run", "open_pool", "resolve_device", "run_path",
@@ -221,6 +221,17 @@ def exact_float32(device: torch.device) -> Iterator[None]:
             setattr(owner, name, value)
 
 
+def _per_dataset(episodes: Mapping[str, list[float]] | None) -> dict[str, dict[str, Any]] | None:
+    """Per-dataset accuracy, CI and episode accuracies of one evaluation, as a result records them."""
+    if not episodes:
+        return None
+    out = {}
+    for name, accs in episodes.items():
+        mean, ci = mean_ci95(accs)
+        out[name] = {"accuracy": mean, "ci95": ci, "episodes": len(accs), "episode_accuracies": list(accs)}
+    return out
+
+
 def _reuse_shared(spec: RunSpec, path: Path) -> dict[str, Any] | None:
     """The result of the same run finished under another scenario's name (same id: the method
     reads only the data, which the scenarios share), recorded in this scenario's directory too so
@@ -359,10 +370,11 @@ def _run(spec: RunSpec, registry: Registry, env: Environment, path: Path) -> dic
     rule = rule_comp.build(_params(rule_comp, spec.eval_rule_params or {}))  # None for a rule without params
     ev = spec.eval
 
-    def validate() -> float:
-        accs = [evaluate(model, parts.eval_sampler(i, "val"), spec.train.val_episodes, ev.steps, ev.lr,
-                         rule=rule).accuracy for i in range(len(scenario.datasets))]
-        return sum(accs) / len(accs)
+    def validate() -> Validation:
+        found = {d.name: evaluate(model, parts.eval_sampler(i, "val"), spec.train.val_episodes, ev.steps, ev.lr,
+                                  rule=rule) for i, d in enumerate(scenario.datasets)}
+        return Validation(sum(r.accuracy for r in found.values()) / len(found),
+                          {name: r.episode_accuracies for name, r in found.items()})
 
     trainer = Trainer(model=model, method=method, settings=spec.train, ledger=ledger, validate=validate,
                       run_dir=path, run_id=spec.run_id, device=device, emit=events.emit, reporter=env.reporter,
@@ -400,6 +412,8 @@ def _run(spec: RunSpec, registry: Registry, env: Environment, path: Path) -> dic
         "ci95": (sum(c * c for c in cis) ** 0.5) / len(cis),
         "per_dataset": per_dataset,
         "best_val_accuracy": None if trained.best_val == float("-inf") else trained.best_val,
+        # the selected validation's episodes, per dataset: runs of one eval seed pair on them (compare --split val)
+        "best_val_per_dataset": _per_dataset(trained.best_val_episodes),
         "best_iteration": trained.best_iteration,
         "meta_iterations": trained.iterations,
         "queries": ledger.total,

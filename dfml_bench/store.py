@@ -327,16 +327,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def iter_results(results_root: Path) -> Iterator[dict[str, Any]]:
+def iter_results(results_root: Path, *, trials: bool = False) -> Iterator[dict[str, Any]]:
     """Every finished table result under a results root (or a single run directory).
 
-    Tuning trials (``kind: trial``, scored on meta-val only) are never table results: skipped.
+    Tuning trials (``kind: trial``, scored on meta-val only) are never table results: skipped
+    unless `trials` (a meta-val comparison, which every run supports).
     """
     root = Path(results_root)
     candidates = [root] if (root / RESULT_FILE).exists() else sorted((root / RUNS_DIR).glob("*"))
     for path in candidates:
         result = read_result(path)
-        if result is not None and result.get("kind") != "trial":
+        if result is not None and (trials or result.get("kind") != "trial"):
             result.setdefault("run_dir", str(path))
             yield result
 

@@ -29,7 +29,7 @@ from dfml_bench.errors import DfmlError, StoreError
 from dfml_bench.interfaces import Method
 from dfml_bench.progress import Reporter
 
-__all__ = ["Clock", "NonFiniteTraining", "TrainOutcome", "Trainer", "load_checkpoint"]
+__all__ = ["Clock", "NonFiniteTraining", "TrainOutcome", "Trainer", "Validation", "load_checkpoint"]
 
 
 class NonFiniteTraining(DfmlError):
@@ -51,6 +51,16 @@ class Clock:
 
 
 @dataclasses.dataclass
+class Validation:
+    """One validation: the mean meta-val accuracy over the scenario's datasets, and each dataset's
+    per-episode accuracies (the same episodes at every validation and for every method of a
+    given eval seed, so validations of two runs pair episode by episode)."""
+
+    accuracy: float
+    episodes: dict[str, list[float]]
+
+
+@dataclasses.dataclass
 class TrainOutcome:
     """What meta-training gave: the selected (best meta-val) iteration and why it stopped."""
 
@@ -58,18 +68,19 @@ class TrainOutcome:
     best_iteration: int
     iterations: int            # meta-iterations done
     stopped: str | None        # why training stopped early (budget, early stop), None when it ran out
+    best_val_episodes: dict[str, list[float]] | None = None  # the selected validation's episodes
 
 
 class Trainer:
     """Runs a method's meta-training on ``model`` with validation, selection and checkpoints.
 
-    `validate` returns the model's mean meta-val accuracy; `emit(event, **kwargs)` calls the
+    `validate` scores the model on meta-val (a :class:`Validation`); `emit(event, **kwargs)` calls the
     run's lifecycle hooks (``on_metrics``, ``on_evaluation``). Records go to the run's
     ``metrics.jsonl``; the checkpoint to its ``checkpoint.pt``.
     """
 
     def __init__(self, *, model: torch.nn.Module, method: Method, settings: TrainSettings, ledger: QueryLedger,
-                 validate: Callable[[], float], run_dir: Path, run_id: str, device: torch.device,
+                 validate: Callable[[], Validation], run_dir: Path, run_id: str, device: torch.device,
                  emit: Callable[..., None], reporter: Reporter, clock: Clock, name: str):
         self.model, self.method, self.settings, self.ledger = model, method, settings, ledger
         self.validate, self.run_dir, self.run_id, self.device = validate, run_dir, run_id, device
@@ -77,6 +88,7 @@ class Trainer:
         self.checkpoint_path = run_dir / store.CHECKPOINT_FILE
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_val, self.best_iteration, self.start = float("-inf"), 0, 0
+        self.best_val_episodes: dict[str, list[float]] | None = None
 
     def resume(self, ckpt: Mapping[str, Any]) -> None:
         """Continue from a checkpoint (:func:`load_checkpoint`) of this run."""
@@ -85,6 +97,7 @@ class Trainer:
             self.method.load_state_dict(ckpt["method"])
             self.best_state, self.best_val = ckpt["best_state"], ckpt["best_val"]
             self.best_iteration, self.start = ckpt["best_iter"], ckpt["iteration"]
+            self.best_val_episodes = ckpt.get("best_val_episodes")  # absent from older checkpoints
             set_rng_states(ckpt["rng"], self.device)
             self.ledger.load_state_dict(ckpt["ledger"])
             self.clock.add(float(ckpt.get("elapsed", 0.0)))
@@ -137,7 +150,7 @@ class Trainer:
                     advance(1, **{k: v for k, v in record.items() if k in ("loss", "train_acc", "val_acc")})
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        return TrainOutcome(self.best_val, self.best_iteration, iterations, stopped)
+        return TrainOutcome(self.best_val, self.best_iteration, iterations, stopped, self.best_val_episodes)
 
     def queries_spent(self) -> int:
         """Images every attempt of this run asked for (>= the ledger's total after a crash)."""
@@ -146,9 +159,10 @@ class Trainer:
     def _validate(self, it: int) -> float:
         """Validate on meta-val; keep a copy of the weights when they are the best so far."""
         check_finite_model(self.model, it)
-        val = self.validate()
+        validation = self.validate()
+        val = validation.accuracy
         if val > self.best_val:
-            self.best_val, self.best_iteration = val, it
+            self.best_val, self.best_iteration, self.best_val_episodes = val, it, validation.episodes
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.emit("on_evaluation", split="val", result={"iteration": it, "accuracy": val})
         return val
@@ -157,6 +171,7 @@ class Trainer:
         buf = io.BytesIO()  # written atomically: a crash mid-save never leaves a torn checkpoint
         torch.save({"model": self.model.state_dict(), "method": self.method.state_dict(),
                     "best_state": self.best_state, "best_val": self.best_val, "best_iter": self.best_iteration,
+                    "best_val_episodes": self.best_val_episodes,
                     "iteration": next_iteration, "rng": rng_states(self.device), "ledger": self.ledger.state_dict(),
                     "logs": store.log_sizes(self.run_dir), "elapsed": self.clock.elapsed(),
                     "run_id": self.run_id}, buf)

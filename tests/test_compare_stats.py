@@ -116,7 +116,7 @@ def test_csv_columns_and_instances_kept_apart() -> None:
     text = report.to_csv(rows)
     header = text.splitlines()[0].split(",")
     assert header == ["method", "access", "instance", "scenario", "shots", "seeds", "mean", "ci95", "queries",
-                      "evaluation", "data_free", "best", "wall_time_s", "failed"]
+                      "evaluation", "data_free", "best", "wall_time_s", "failed", "split"]
     lines = list(csv.DictReader(io.StringIO(text)))
     kd = {(r["instance"], r["seeds"]): r for r in lines if r["method"] == "kd"}
     assert set(kd) == {("dev", "3"), ("sealed", "1")}  # never pooled into one cell
@@ -124,7 +124,7 @@ def test_csv_columns_and_instances_kept_apart() -> None:
     report.add_gap_closed(rows, "kd", "bidf_mkd")
     report.add_paired_differences(rows, results, "kd")
     full = report.to_csv(rows)
-    assert full.splitlines()[0].endswith(",failed,gap,diff,diff_ci95,diff_low,diff_high,significant,paired_seeds,"
+    assert full.splitlines()[0].endswith(",failed,split,gap,diff,diff_ci95,diff_low,diff_high,significant,paired_seeds,"
                                          "unpaired")
     sealed = next(r for r in csv.DictReader(io.StringIO(full)) if r["method"] == "bidf_mkd" and r["instance"] == "sealed")
     assert sealed["paired_seeds"] == "1" and sealed["significant"] == "True"
@@ -190,3 +190,52 @@ def test_plots_keep_instances_apart() -> None:
     cells = plots._cells([record("kd", 0, None), record("kd", 0, None, instance="sealed"),
                           record("kd", 1, None, instance="dev")])
     assert {k: len(v) for k, v in cells.items()} == {("SS", 1): 2, ("SS-sealed", 1): 1}
+
+
+def with_val(r: dict, episodes: list[float] | None, *, trial: bool = False) -> dict:
+    """`r` with a selected validation scored on `episodes` (None: a record without per-episode val)."""
+    acc = sum(episodes) / len(episodes) if episodes else 40.0
+    r = {**r, "best_val_accuracy": acc}
+    if episodes is not None:
+        r["best_val_per_dataset"] = {"glyphs-letters": {"accuracy": acc, "ci95": 2.0, "episodes": len(episodes),
+                                                        "episode_accuracies": episodes}}
+    if trial:  # a tuning trial: its accuracy is its best val, it has no meta-test
+        r.update(kind="trial", accuracy=acc, ci95=0.0, per_dataset={})
+    return r
+
+
+def test_split_val_scores_and_pairs_the_selected_validations(tmp_path) -> None:
+    # on meta-test purer is the better one; on meta-val bidf_mkd is: the split decides which is read
+    results = []
+    for s in (0, 1, 2):
+        results += [with_val(record("kd", s, reference_episodes(s)), reference_episodes(10 + s)),
+                    with_val(record("bidf_mkd", s, same(s)), better(10 + s)),
+                    with_val(record("purer", s, better(s)), same(10 + s))]
+    rows = report.aggregate(results, split="val")
+    report.add_paired_differences(rows, results, "kd", split="val")
+    val = {r["method"]: r for r in rows}
+    assert val["bidf_mkd"]["significant"] and val["bidf_mkd"]["diff"] == pytest.approx(0.7 * 8 - 0.3 * 4)
+    assert not val["purer"]["significant"] and val["purer"]["diff"] == pytest.approx(0.0, abs=1e-9)
+    assert val["kd"]["accuracy"] == pytest.approx(sum(sum(reference_episodes(10 + s)) / EPISODES
+                                                      for s in (0, 1, 2)) / 3)
+    test = rows_against(results)
+    assert test["purer"]["significant"] and not test["bidf_mkd"]["significant"]
+    md = report.to_markdown(rows)
+    assert "SS 1-shot (dev, meta-val)" in md and "selected (best) validation" in md
+    assert {line["split"] for line in csv.DictReader(io.StringIO(report.to_csv(rows)))} == {"val"}
+
+    # the CLI: tuning trials count on meta-val only; records without per-episode val are unpaired
+    extra = [with_val(record("random", 0, None), None), with_val(record("kd_trial", 0, None), better(10), trial=True)]
+    for i, r in enumerate(results + extra):
+        d = tmp_path / "runs" / f"{r['method']}-{i}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps(r))
+    runner = CliRunner()
+    out = runner.invoke(main, ["compare", str(tmp_path), "--split", "val", "--format", "csv", "--against", "kd"])
+    assert out.exit_code == 0, out.output
+    lines = {r["method"]: r for r in csv.DictReader(io.StringIO(out.output))}
+    assert lines["bidf_mkd"]["significant"] == "True" and lines["purer"]["significant"] == "False"
+    assert lines["kd_trial"]["paired_seeds"] == "1" and lines["kd_trial"]["split"] == "val"
+    assert "no per-episode records" in lines["random"]["unpaired"]
+    on_test = runner.invoke(main, ["compare", str(tmp_path), "--format", "csv"])
+    assert on_test.exit_code == 0 and "kd_trial" not in on_test.output  # a trial is never a test result

@@ -10,7 +10,7 @@ import pytest
 
 from dfml_bench import runner
 from dfml_bench.config import build_raw_config, resolve_runs
-from dfml_bench.evaluation import evaluate
+from dfml_bench.evaluation import EvalResult, evaluate
 from dfml_bench.runner import Environment, execute_run
 
 # meta-val accuracy per validation: the best is the third (iteration 2), then it stalls
@@ -33,7 +33,8 @@ class ScriptedVal:
             self.fail_at = None
             raise RuntimeError("killed")
         self.calls += 1
-        return type("Val", (), {"accuracy": VAL[self.calls - 1]})()
+        acc = VAL[self.calls - 1]
+        return EvalResult(acc, 0.0, 1, [acc])
 
 
 def _run(registry, root: Path, monkeypatch, val: ScriptedVal, *sets: str) -> dict:
@@ -53,6 +54,8 @@ def test_training_stops_after_early_stop_validations_without_a_new_best(registry
     result = _run(registry, tmp_path / "a", monkeypatch, ScriptedVal(), "train.early_stop=3")
     assert result["stopped_early"] == "early stop: no new best meta-val accuracy in 3 validations"
     assert result["best_iteration"] == 2 and result["best_val_accuracy"] == 30.0
+    # the selected validation's episodes are recorded (what `compare --split val` pairs on)
+    assert [d["episode_accuracies"] for d in result["best_val_per_dataset"].values()] == [[30.0]]
     assert result["meta_iterations"] == 6  # iterations 0-5 trained; the third stale validation is at 5
     assert [r["val_acc"] for r in _records(tmp_path / "a")] == VAL[:6]
     off = _run(registry, tmp_path / "b", monkeypatch, ScriptedVal())  # early_stop: 0, the default

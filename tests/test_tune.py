@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import json
 import random
 from pathlib import Path
 
@@ -80,6 +82,18 @@ def test_rerun_skips_finished_trials_and_compare_ignores_them(study) -> None:
     # trials are not table results: compare finds nothing to tabulate in a study
     out = cli("compare", str(root))
     assert out.exit_code != 0 and "no finished or failed runs" in out.output
+    # ... but they are meta-val results: each trial is a row, scored as trials.csv scores it
+    out = cli("compare", str(root), "--split", "val", "--format", "csv")
+    assert out.exit_code == 0, out.output
+    lines = list(csv.DictReader(io.StringIO(out.output)))
+    trials = list(csv.DictReader((root / "trials.csv").open()))
+    assert sorted(round(float(r["mean"]), 6) for r in lines) == sorted(round(float(t["val_acc"]), 6) for t in trials)
+    assert len({r["method"] for r in lines}) == 3 and {r["split"] for r in lines} == {"val"}
+    for d in (root / "runs").iterdir():  # the selected validation's episodes, per dataset
+        result = json.loads((d / "result.json").read_text())
+        (per,) = result["best_val_per_dataset"].values()
+        assert per["accuracy"] == pytest.approx(result["best_val_accuracy"])
+        assert len(per["episode_accuracies"]) == per["episodes"] > 0
 
 
 def test_more_trials_keep_the_earlier_ones() -> None:
