@@ -71,25 +71,34 @@ def _cells(results: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], list[M
     return dict(sorted(cells.items()))
 
 
-def val_curve(run_dir: Path) -> list[tuple[int, float, float]]:
-    """(iteration, cumulative queries, val accuracy) of each validation in a run's metrics."""
+#: The x axes of validation curves: the metrics field, the axis label, and the figure's name and subject.
+CURVE_AXES = {
+    "queries": ("queries", "cumulative API queries (images)", "queries", "API queries"),
+    "wall_time": ("wall_time", "wall time (s, as recorded: machine and load dependent)", "time", "wall time"),
+}
+
+
+def val_curve(run_dir: Path, x: str = "queries") -> list[tuple[int, float, float]]:
+    """(iteration, x, val accuracy) of each validation in a run's metrics; x is the cumulative
+    API queries or (``x="wall_time"``) the run's wall time so far, resumed attempts included."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
     from dfml_bench.store import read_jsonl
 
+    field = CURVE_AXES[x][0]
     points = []
     for rec in read_jsonl(path):  # lines cut by a crash or not UTF-8 are skipped
         try:
             if "val_acc" in rec:
-                points.append((int(rec.get("iteration", 0)), float(rec.get("queries", 0)), float(rec["val_acc"])))
+                points.append((int(rec.get("iteration", 0)), float(rec.get(field, 0)), float(rec["val_acc"])))
         except (TypeError, ValueError):
             continue  # a record with values that are not numbers
     return points
 
 
 def _mean_curve(curves: list[list[tuple[int, float, float]]]) -> list[tuple[float, float]]:
-    """(queries, accuracy) averaged over seeds at the validation iterations they share."""
+    """(x, accuracy) averaged over seeds at the validation iterations they share."""
     by_iter: dict[int, list[tuple[float, float]]] = {}
     for curve in curves:
         for it, q, acc in curve:
@@ -100,17 +109,29 @@ def _mean_curve(curves: list[list[tuple[int, float, float]]]) -> list[tuple[floa
 
 def queries_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]]) -> Plot | None:
     """Val accuracy vs cumulative API queries for one (scenario, shots); None without any curve."""
+    return curve_plot(scenario, shots, runs, "queries")
+
+
+def time_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]]) -> Plot | None:
+    """Val accuracy vs the runs' wall time for one (scenario, shots); None without any curve."""
+    return curve_plot(scenario, shots, runs, "wall_time")
+
+
+def curve_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str) -> Plot | None:
+    """Mean val curve per method against `x` (CURVE_AXES); a method that never moves along x (no
+    queries, a single validation) is a dashed reference level at its best val accuracy."""
+    _, xlabel, name, subject = CURVE_AXES[x]
     methods: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
         methods.setdefault(_label(r), []).append(r)
     lines, flat = {}, {}
     for label, rs in sorted(methods.items()):
-        curves = [c for c in (val_curve(Path(r["run_dir"])) for r in rs if r.get("run_dir")) if c]
+        curves = [c for c in (val_curve(Path(r["run_dir"]), x) for r in rs if r.get("run_dir")) if c]
         if not curves:
             continue
-        if max(q for c in curves for _, q, _ in c) > 0:
+        if max(q for c in curves for _, q, _ in c) > 0 and max(len(c) for c in curves) > 1:
             lines[label] = _mean_curve(curves)
-        else:  # nothing queried: a reference level, not a curve
+        else:  # nothing spent along x: a reference level, not a curve
             flat[label] = sum(max(a for _, _, a in c) for c in curves) / len(curves)
     if not lines and not flat:
         return None
@@ -129,19 +150,20 @@ def queries_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]]) -> Pl
     for label, level in flat.items():
         color = next(colors)
         ax.axhline(level, ls="--", lw=1.5, color=color)
-        ax.annotate(f"{label}: {level:.1f}% (no queries)", (0.01, level), xycoords=("axes fraction", "data"),
+        note = "no queries" if x == "queries" else "no training"
+        ax.annotate(f"{label}: {level:.1f}% ({note})", (0.01, level), xycoords=("axes fraction", "data"),
                     color=color, fontsize=8, va="bottom")
     if log:
         ax.set_xscale("log")
         ax.set_xlim(min(xs) / 1.5, max(xs) * 4)  # room for the end labels
     elif xs:
-        ax.set_xlim(0, max(xs) * 1.3)  # room for the end labels, no negative query counts
-    ax.set_xlabel("cumulative API queries (images)")
+        ax.set_xlim(0, max(xs) * 1.3)  # room for the end labels, nothing below 0
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("meta-val accuracy (%)")
-    ax.set_title(f"{scenario} {shots}-shot: accuracy vs API queries (mean over seeds)")
+    ax.set_title(f"{scenario} {shots}-shot: accuracy vs {subject} (mean over seeds)")
     ax.grid(alpha=0.3)
-    caption = f"{scenario} {shots}-shot: meta-val accuracy against the API queries spent so far"
-    return Plot(f"queries-{scenario}-{shots}shot.png", caption, _png(fig))
+    caption = f"{scenario} {shots}-shot: meta-val accuracy against the {subject} spent so far"
+    return Plot(f"{name}-{scenario}-{shots}shot.png", caption, _png(fig))
 
 
 def _palette() -> list[str]:
@@ -214,7 +236,8 @@ def make_plots(results: Iterable[Mapping[str, Any]], rows: list[Mapping[str, Any
     for (scenario, shots), cell_rows in row_cells.items():
         plots.append(accuracy_plot(scenario, shots, cell_rows))
         runs = by_cell.get((scenario, shots), [])
-        for extra in (queries_plot(scenario, shots, runs), recovered_plot(scenario, shots, runs)):
+        for extra in (queries_plot(scenario, shots, runs), time_plot(scenario, shots, runs),
+                      recovered_plot(scenario, shots, runs)):
             if extra is not None:
                 plots.append(extra)
     return plots

@@ -30,8 +30,8 @@ def fake_run(root: Path, method: str, seed: int, accuracy: float, access: str = 
               "access": access, "data_free": access != "real_data", "queries": 4 * queries_per_val,
               "wall_time_s": 1.0}
     (d / "result.json").write_text(json.dumps(result))
-    lines = [{"iteration": 10 * i, "queries": i * queries_per_val, "val_acc": accuracy - 8 + 2 * i + seed}
-             for i in range(5)]
+    lines = [{"iteration": 10 * i, "queries": i * queries_per_val, "val_acc": accuracy - 8 + 2 * i + seed,
+              "wall_time": 30.0 * i + 5} for i in range(5)]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     if recovered:
         g = torch.Generator().manual_seed(seed)
@@ -71,7 +71,7 @@ def test_html_is_self_contained_with_the_table_and_the_plots(page: tuple[Path, P
     assert "<strong>40.50 ± 6.35</strong>" in text  # best data-free cell, mean of two seeds (t, 1 df), in bold
     assert "maml_oracle (oracle: real data)" in text and "FAILED" in text
     pngs = sorted(p.name for p in plot_dir.iterdir())
-    assert pngs == ["accuracy-SS-1shot.png", "queries-SS-1shot.png", "recovered-SS-1shot.png"]
+    assert pngs == ["accuracy-SS-1shot.png", "queries-SS-1shot.png", "recovered-SS-1shot.png", "time-SS-1shot.png"]
     assert len(srcs) == len(pngs)
     for p in plot_dir.iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -146,3 +146,20 @@ def test_rich_table_states_the_oracle_caveat_only_when_an_oracle_row_is_shown() 
     caveat = "oracle rows use real training data"
     assert caveat not in shown(rows(("random", "none")))
     assert caveat in shown(rows(("random", "none"), ("maml_oracle", "real_data")))
+
+
+def test_val_curves_follow_queries_or_wall_time(results: Path) -> None:
+    from dfml_bench import plots
+
+    run = next((results / "runs").glob("bidf_mkd-SS-1shot-s0-*"))
+    by_time, by_queries = plots.val_curve(run, "wall_time"), plots.val_curve(run)
+    assert [(it, t) for it, t, _ in by_time] == [(10 * i, 30.0 * i + 5) for i in range(5)]
+    assert [q for _, q, _ in by_queries] == [20_000.0 * i for i in range(5)]
+    assert [a for *_, a in by_time] == [a for *_, a in by_queries]
+    single = results.parent / "single" / "runs" / "r"
+    single.mkdir(parents=True)
+    (single / "metrics.jsonl").write_text('{"iteration": 0, "val_acc": 30.0, "wall_time": 2.0, "queries": 0}\n')
+    runs = [{"method": "random", "access": "none", "run_dir": str(single)}]
+    plot = plots.time_plot("SS", 1, runs)  # one validation: a reference level, still drawn
+    assert plot is not None and plot.name == "time-SS-1shot.png" and plot.png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plots.time_plot("SS", 1, [{"method": "x", "run_dir": str(results / "nowhere")}]) is None
