@@ -408,8 +408,8 @@ def to_latex(rows: list[dict[str, Any]]) -> str:
 
 
 #: The csv columns every table has; `gap` and the paired-difference columns follow when asked for.
-CSV_FIELDS = ["method", "access", "instance", "scenario", "shots", "seeds", "mean", "ci95", "queries",
-              "evaluation", "data_free", "best", "wall_time_s", "failed", "split"]
+CSV_FIELDS = ["method", "access", "instance", "scenario", "shots", "seeds", "mean", "ci95", "queries", "split",
+              "evaluation", "data_free", "best", "wall_time_s", "failed"]
 CSV_DIFF_FIELDS = ["diff", "diff_ci95", "diff_low", "diff_high", "significant", "paired_seeds", "unpaired"]
 
 

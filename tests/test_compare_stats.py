@@ -116,7 +116,7 @@ def test_csv_columns_and_instances_kept_apart() -> None:
     text = report.to_csv(rows)
     header = text.splitlines()[0].split(",")
     assert header == ["method", "access", "instance", "scenario", "shots", "seeds", "mean", "ci95", "queries",
-                      "evaluation", "data_free", "best", "wall_time_s", "failed", "split"]
+                      "split", "evaluation", "data_free", "best", "wall_time_s", "failed"]
     lines = list(csv.DictReader(io.StringIO(text)))
     kd = {(r["instance"], r["seeds"]): r for r in lines if r["method"] == "kd"}
     assert set(kd) == {("dev", "3"), ("sealed", "1")}  # never pooled into one cell
@@ -124,7 +124,7 @@ def test_csv_columns_and_instances_kept_apart() -> None:
     report.add_gap_closed(rows, "kd", "bidf_mkd")
     report.add_paired_differences(rows, results, "kd")
     full = report.to_csv(rows)
-    assert full.splitlines()[0].endswith(",failed,split,gap,diff,diff_ci95,diff_low,diff_high,significant,paired_seeds,"
+    assert full.splitlines()[0].endswith(",failed,gap,diff,diff_ci95,diff_low,diff_high,significant,paired_seeds,"
                                          "unpaired")
     sealed = next(r for r in csv.DictReader(io.StringIO(full)) if r["method"] == "bidf_mkd" and r["instance"] == "sealed")
     assert sealed["paired_seeds"] == "1" and sealed["significant"] == "True"
