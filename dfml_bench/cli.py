@@ -266,7 +266,8 @@ only. See docs/statistics.md.
 --split val: score each run by its selected (best) meta-val validation instead of meta-test,
 tuning trials included; --against then pairs the episodes of those validations (every run of
 one eval.seed validates on the same episodes). Use it for every comparison that decides a
-setting.""")
+setting. --at N scores each run by its best validation up to meta-iteration N instead, from
+the per-validation episodes every run keeps (val_episodes.jsonl).""")
 @click.argument("results", type=click.Path(), default=None, required=False)
 @click.option("--results", "results_opt", type=click.Path(), default=None,
               help=f"The results directory (as for `run`; same as the positional argument) [default: {DEFAULT_RESULTS}].")
@@ -286,8 +287,11 @@ setting.""")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
               help="Score runs on meta-test, or on meta-val (each run's selected validation; tuning trials "
                    "included): see below.")
+@click.option("--at", "at", type=click.IntRange(min=0), metavar="N",
+              help="With --split val: score each run by its best validation up to meta-iteration N, as if it "
+                   "had been trained for N (one long run answers every shorter length).")
 def compare(results: str | None, results_opt: str | None, fmt: str, output: str | None, plot_dir: str | None,
-            methods: tuple[str, ...], gap: str | None, against: str | None, split: str) -> None:
+            methods: tuple[str, ...], gap: str | None, against: str | None, split: str, at: int | None) -> None:
     """Summarise finished runs: mean ± 95% CI and median API queries per method x instance x scenario x
     shot; failed runs show as FAILED."""
     from dfml_bench import report, store
@@ -301,6 +305,10 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
     from dfml_bench.config import with_current_defaults
 
     finished = list(store.iter_results(root, trials=split == "val"))
+    if at is not None:
+        if split != "val":
+            raise ConfigError("--at scores runs by their validations; add --split val.")
+        finished = [scored for scored in (report.val_at(r, at) for r in finished) if scored is not None]
     registry = _registry(click.get_current_context())
     configs = {str(r["run_dir"]): store.read_config(Path(r["run_dir"])) for r in finished}
     report.label_variants(finished, {run: None if config is None else with_current_defaults(config, registry)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dfml_bench.errors import ConfigError
-from dfml_bench.stats import mean_ci95, paired_bootstrap
+from dfml_bench.stats import mean_ci95, paired_bootstrap, per_dataset_summary
 
 ACCESS_MARK = {"real_data": " (oracle: real data)", "white": " (white-box)", "black": "", "none": ""}
 
@@ -127,6 +127,40 @@ def split_accuracy(run: Mapping[str, Any], split: str = "test") -> float | None:
     return None if value is None else float(value)
 
 
+def val_at(run: Mapping[str, Any], iteration: int) -> dict[str, Any] | None:
+    """`run` scored as if it had been trained to `iteration`: its best validation at or before it
+    (the earliest of equal ones, as the trainer selects), from the run's ``val_episodes.jsonl``
+    (per-episode, so it pairs) or, in records made without that file, its ``metrics.jsonl`` (the
+    mean only). None when the run has no validation up to `iteration`."""
+    from pathlib import Path
+
+    from dfml_bench.store import METRICS_FILE, VAL_EPISODES_FILE, read_jsonl
+
+    run_dir = Path(str(run.get("run_dir", "")))
+    best: tuple[float, int, dict[str, list[float]] | None] | None = None
+    for rec in read_jsonl(run_dir / VAL_EPISODES_FILE):
+        per, it = rec.get("per_dataset"), rec.get("iteration")
+        if not isinstance(per, dict) or not per or not isinstance(it, int) or it > iteration:
+            continue
+        episodes = {str(k): [float(a) for a in v] for k, v in per.items() if isinstance(v, list) and v}
+        if len(episodes) != len(per):
+            continue
+        acc = sum(sum(v) / len(v) for v in episodes.values()) / len(episodes)
+        if best is None or acc > best[0]:
+            best = (acc, it, episodes)
+    if best is None:  # an older record: the validations' means from the metrics, no episodes
+        for rec in read_jsonl(run_dir / METRICS_FILE):
+            acc, it = rec.get("val_acc"), rec.get("iteration")
+            if isinstance(acc, (int, float)) and isinstance(it, int) and it <= iteration \
+                    and (best is None or acc > best[0]):
+                best = (float(acc), it, None)
+    if best is None:
+        return None
+    acc, it, episodes = best
+    return {**run, "best_val_accuracy": acc, "best_iteration": it, "val_at": iteration,
+            "best_val_per_dataset": per_dataset_summary(episodes) if episodes else None}
+
+
 def aggregate(results: Iterable[Mapping[str, Any]],
               failures: Iterable[Mapping[str, Any]] = (), split: str = "test") -> list[dict[str, Any]]:
     """One row per (method, instance, scenario, shots) with mean, CI, seeds, median queries,
@@ -148,7 +182,7 @@ def aggregate(results: Iterable[Mapping[str, Any]],
                                "instance": instance, "scenario": scenario, "shots": shots,
                                "access": first.get("access", "black"), "data_free": bool(first.get("data_free", True)),
                                "evaluation": first.get("evaluation", "finetune"), "failed": len(lost),
-                               "split": split}
+                               "split": split, "val_at": first.get("val_at")}
         if not runs:
             rows.append({**row, "accuracy": None, "ci95": None, "seeds": 0, "queries": None, "wall_time_s": None})
             continue
@@ -381,8 +415,10 @@ def table_note(rows: list[dict[str, Any]]) -> str:
     """A sentence on the split when it is meta-val and one on the paired differences shown, or ""."""
     notes = []
     if any(r.get("split") == "val" for r in rows):
-        notes.append("Meta-val accuracy of each run's selected (best) validation, the statistic settings are "
-                     "chosen on; optimistic as an estimate, so compare rows, not absolute values.")
+        at = next((r["val_at"] for r in rows if r.get("val_at") is not None), None)
+        upto = "" if at is None else f" up to meta-iteration {at}"
+        notes.append(f"Meta-val accuracy of each run's selected (best) validation{upto}, the statistic settings "
+                     "are chosen on; optimistic as an estimate, so compare rows, not absolute values.")
     ref = next((r["method"] for r in rows if r.get("unpaired") == "reference"), None)
     if ref is not None:
         notes.append(f"Δ: paired difference to {ref} in points, [95% paired bootstrap CI over seeds and episodes]; "

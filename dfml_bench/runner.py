@@ -23,13 +23,14 @@ from dfml_bench.apis import QueryLedger
 from dfml_bench.config import RunSpec, run_id, run_label
 from dfml_bench.data import EpisodeSampler, Normalizer
 from dfml_bench.errors import AccessError, ConfigError, DataError, PluginError, StoreError
-from dfml_bench.evaluation import evaluate, mean_ci95
+from dfml_bench.evaluation import evaluate
 from dfml_bench.interfaces import (ACCESS_LEVELS, MethodContext, Noting, RunInfo, ScenarioContext, ScenarioData,
                                    Seedable)
 from dfml_bench.plugins import Registry
 from dfml_bench.progress import Reporter
 from dfml_bench.seeding import derive_seed
 from dfml_bench.selection import parse_selection
+from dfml_bench.stats import per_dataset_summary
 from dfml_bench.store import environment_record
 from dfml_bench.trainer import Clock, NonFiniteTraining, Trainer, Validation, load_checkpoint
 
@@ -221,17 +222,6 @@ def exact_float32(device: torch.device) -> Iterator[None]:
             setattr(owner, name, value)
 
 
-def _per_dataset(episodes: Mapping[str, list[float]] | None) -> dict[str, dict[str, Any]] | None:
-    """Per-dataset accuracy, CI and episode accuracies of one evaluation, as a result records them."""
-    if not episodes:
-        return None
-    out = {}
-    for name, accs in episodes.items():
-        mean, ci = mean_ci95(accs)
-        out[name] = {"accuracy": mean, "ci95": ci, "episodes": len(accs), "episode_accuracies": list(accs)}
-    return out
-
-
 def _reuse_shared(spec: RunSpec, path: Path) -> dict[str, Any] | None:
     """The result of the same run finished under another scenario's name (same id: the method
     reads only the data, which the scenarios share), recorded in this scenario's directory too so
@@ -413,7 +403,7 @@ def _run(spec: RunSpec, registry: Registry, env: Environment, path: Path) -> dic
         "per_dataset": per_dataset,
         "best_val_accuracy": None if trained.best_val == float("-inf") else trained.best_val,
         # the selected validation's episodes, per dataset: runs of one eval seed pair on them (compare --split val)
-        "best_val_per_dataset": _per_dataset(trained.best_val_episodes),
+        "best_val_per_dataset": per_dataset_summary(trained.best_val_episodes) if trained.best_val_episodes else None,
         "best_iteration": trained.best_iteration,
         "meta_iterations": trained.iterations,
         "queries": ledger.total,

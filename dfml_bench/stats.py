@@ -39,6 +39,16 @@ def mean_ci95(values: Sequence[float], *, student_t: bool = False) -> tuple[floa
     return mean, (t975(n - 1) if student_t else 1.96) * math.sqrt(var) / math.sqrt(n)
 
 
+def per_dataset_summary(episodes: dict[str, list[float]]) -> dict[str, dict[str, object]]:
+    """Per dataset: accuracy, 95% CI, episode count and the episode accuracies, as a result records
+    an evaluation (``per_dataset``, ``best_val_per_dataset``)."""
+    out: dict[str, dict[str, object]] = {}
+    for name, accs in episodes.items():
+        mean, ci = mean_ci95(accs)
+        out[name] = {"accuracy": mean, "ci95": ci, "episodes": len(accs), "episode_accuracies": list(accs)}
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class PairedDifference:
     """A paired difference (percentage points) with its 95% bootstrap percentile interval."""

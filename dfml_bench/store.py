@@ -28,6 +28,8 @@ RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+#: One line per validation: its iteration and every dataset's per-episode meta-val accuracies.
+VAL_EPISODES_FILE = "val_episodes.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 RUNS_DIR = "runs"
 LOCK_FILE = ".lock"

@@ -161,6 +161,8 @@ class Trainer:
         check_finite_model(self.model, it)
         validation = self.validate()
         val = validation.accuracy
+        # every validation's episodes (rewound with the logs on resume): a long run is scored at any length
+        store.append_jsonl(self.run_dir / store.VAL_EPISODES_FILE, {"iteration": it, "per_dataset": validation.episodes})
         if val > self.best_val:
             self.best_val, self.best_iteration, self.best_val_episodes = val, it, validation.episodes
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -239,3 +239,43 @@ def test_split_val_scores_and_pairs_the_selected_validations(tmp_path) -> None:
     assert "no per-episode records" in lines["random"]["unpaired"]
     on_test = runner.invoke(main, ["compare", str(tmp_path), "--format", "csv"])
     assert on_test.exit_code == 0 and "kd_trial" not in on_test.output  # a trial is never a test result
+
+
+def test_split_val_at_scores_each_run_up_to_an_iteration(tmp_path) -> None:
+    """One long run per seed answers every shorter length: --at N takes its best validation up to N."""
+    def write(method: str, seed: int, curve: list[tuple[int, list[float]]], episodes_file: bool = True) -> None:
+        d = tmp_path / "runs" / f"{method}-s{seed}"
+        d.mkdir(parents=True)
+        last = curve[-1][1]
+        (d / "result.json").write_text(json.dumps(with_val(record(method, seed, reference_episodes(seed)), last)))
+        metrics = [{"iteration": it, "val_acc": sum(eps) / len(eps)} for it, eps in curve]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        if episodes_file:
+            (d / "val_episodes.jsonl").write_text("".join(
+                json.dumps({"iteration": it, "per_dataset": {"glyphs-letters": eps}}) + "\n" for it, eps in curve))
+
+    for s in (0, 1, 2):
+        base = reference_episodes(10 + s)
+        write("noise", s, [(0, base), (100, base), (200, base)])
+        # ahead only from iteration 200 on: at 100 the two are equal, at 200 the gain shows
+        write("bidf_mkd", s, [(0, same(10 + s)), (100, base), (200, better(10 + s))])
+    write("old", 0, [(0, [10.0] * EPISODES), (100, [30.0] * EPISODES), (200, [50.0] * EPISODES)], episodes_file=False)
+    runner = CliRunner()
+
+    def at(n: int) -> dict[str, dict]:
+        out = runner.invoke(main, ["compare", str(tmp_path), "--split", "val", "--at", str(n), "--format", "csv",
+                                   "--against", "noise"])
+        assert out.exit_code == 0, out.output
+        return {r["method"]: r for r in csv.DictReader(io.StringIO(out.output))}
+
+    early, late = at(100), at(200)
+    assert float(early["bidf_mkd"]["diff"]) == pytest.approx(0.0, abs=1e-9)
+    assert early["bidf_mkd"]["significant"] == "False" and late["bidf_mkd"]["significant"] == "True"
+    assert float(late["bidf_mkd"]["diff"]) == pytest.approx(0.7 * 8 - 0.3 * 4)
+    # a record without per-validation episodes is scored from its metrics, and is unpaired
+    assert float(early["old"]["mean"]) == 30.0 and float(late["old"]["mean"]) == 50.0
+    assert "no per-episode records" in early["old"]["unpaired"]
+    md = runner.invoke(main, ["compare", str(tmp_path), "--split", "val", "--at", "100", "--format", "md"]).output
+    assert "up to meta-iteration 100" in md
+    bad = runner.invoke(main, ["compare", str(tmp_path), "--at", "100"])
+    assert bad.exit_code != 0 and "add --split val" in bad.output and "Traceback" not in bad.output

@@ -54,8 +54,13 @@ def test_training_stops_after_early_stop_validations_without_a_new_best(registry
     result = _run(registry, tmp_path / "a", monkeypatch, ScriptedVal(), "train.early_stop=3")
     assert result["stopped_early"] == "early stop: no new best meta-val accuracy in 3 validations"
     assert result["best_iteration"] == 2 and result["best_val_accuracy"] == 30.0
-    # the selected validation's episodes are recorded (what `compare --split val` pairs on)
+    # the selected validation's episodes are recorded (what `compare --split val` pairs on), and every
+    # validation's episodes, one line each (what `compare --split val --at N` reads)
     assert [d["episode_accuracies"] for d in result["best_val_per_dataset"].values()] == [[30.0]]
+    (run_dir,) = (tmp_path / "a" / "runs").iterdir()
+    lines = [json.loads(line) for line in (run_dir / "val_episodes.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], list(r["per_dataset"].values())) for r in lines] == [(i, [[v]]) for i, v in
+                                                                                    enumerate(VAL[:6])]
     assert result["meta_iterations"] == 6  # iterations 0-5 trained; the third stale validation is at 5
     assert [r["val_acc"] for r in _records(tmp_path / "a")] == VAL[:6]
     off = _run(registry, tmp_path / "b", monkeypatch, ScriptedVal())  # early_stop: 0, the default
@@ -73,6 +78,8 @@ def test_an_early_stopped_run_resumes_to_the_same_stop(registry, tmp_path, monke
     assert {k: v for k, v in resumed.items() if k not in volatile} == \
         {k: v for k, v in whole.items() if k not in volatile}
     assert _records(tmp_path / "cut") == _records(tmp_path / "whole")
+    cut, whole = ((next((tmp_path / d / "runs").iterdir()) / "val_episodes.jsonl").read_text() for d in ("cut", "whole"))
+    assert cut == whole  # the killed attempt's validation after the checkpoint is not kept twice
 
 
 def test_train_settings_per_method_override_the_shared_ones_for_that_method_only(registry) -> None:

@@ -105,6 +105,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, minute
     assert got == want  # accuracies, CIs, query counts, best iteration: exactly equal
     assert got["queries"] > 0 and got["meta_iterations"] == 8
     assert jsonl(path / "metrics.jsonl") == jsonl(ref / "metrics.jsonl")  # no record logged twice
+    assert jsonl(path / "val_episodes.jsonl") == jsonl(ref / "val_episodes.jsonl")
+    assert [r["iteration"] for r in jsonl(path / "val_episodes.jsonl")] == [0, 6, 8]
     assert [r["iteration"] for r in jsonl(path / "metrics.jsonl")] == list(range(9))
     assert csv_rows(path / "metrics.csv") == csv_rows(ref / "metrics.csv")
     assert (path / "recovered.png").read_bytes() == (ref / "recovered.png").read_bytes()
