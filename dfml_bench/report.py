@@ -113,14 +113,10 @@ def _median(values: list[float]) -> float:
     return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
 
 
-#: What a table scores: each run's meta-test accuracy, or the meta-val accuracy of its selected
-#: (best) validation, which every run records and tuning decisions are made on.
-SPLITS = ("test", "val")
-
-
 def split_accuracy(run: Mapping[str, Any], split: str = "test") -> float | None:
-    """A run's accuracy on `split`: its meta-test ``accuracy``, or its ``best_val_accuracy``
-    (None for a run that never validated)."""
+    """A run's accuracy on `split`: "test", its meta-test ``accuracy``, or "val", the meta-val
+    accuracy of its selected (best) validation, ``best_val_accuracy``, which every run records and
+    tuning decisions are made on (None for a run that never validated)."""
     if split == "test":
         return float(run["accuracy"]) if run.get("kind") != "trial" else None  # a trial's accuracy is val
     value = run.get("best_val_accuracy")
@@ -164,7 +160,7 @@ def val_at(run: Mapping[str, Any], iteration: int) -> dict[str, Any] | None:
 def aggregate(results: Iterable[Mapping[str, Any]],
               failures: Iterable[Mapping[str, Any]] = (), split: str = "test") -> list[dict[str, Any]]:
     """One row per (method, instance, scenario, shots) with mean, CI, seeds, median queries,
-    wall time, evaluation rule and the number of failed runs, scored on `split` (SPLITS); a cell
+    wall time, evaluation rule and the number of failed runs, scored on `split` (:func:`split_accuracy`); a cell
     with only failed runs has ``accuracy`` None. Runs without a score on `split` are left out."""
     groups: dict[tuple[str, str, str, int], list[Mapping[str, Any]]] = {}
     for r in results:
@@ -322,7 +318,7 @@ def add_paired_differences(rows: list[dict[str, Any]], results: Iterable[Mapping
                 continue
             ev_a, ev_b = mine[s].get("eval_seed", 0), theirs[s].get("eval_seed", 0)
             if a.keys() != b.keys() or ev_a != ev_b or any(len(a[k]) != len(b[k]) for k in a):
-                notes.append(f"seed {s}: different test episodes")
+                notes.append(f"seed {s}: different {'validation' if split == 'val' else 'test'} episodes")
                 continue
             n = len(next(iter(a.values())))
             if any(len(v) != n for v in a.values()) or (diffs and n != len(diffs[0])):
