@@ -26,9 +26,8 @@ step() {  # step NAME LIMIT_S COMMAND...
 # correctness first: the README's main job end to end on the device (smoke profile)
 step smoke 120 dfml-bench run --method bidf_mkd,random --scenario SS --profile smoke --device "$dev" \
   --results "$runs" --no-progress
-# its records carry the IEEE float32 stamp (compare refuses a CUDA record without it)
-step smoke_stamp 30 python3 -c "import glob, json; print({f.split('/')[-2]: json.load(open(f)).get('float32')
-  for f in glob.glob('$runs/runs/*/result.json')})"
+# its records carry the IEEE float32 stamp: compare refuses (exit 2) a CUDA record without it
+step smoke_compare 30 dfml-bench compare "$runs" --format csv
 # the ZO estimate needs IEEE float32: its cosine to the exact gradient with TF32 convolutions on and off
 step zo_rounding 40 python3 benchmarks/zo_rounding.py --device "$dev"
 # headline ratios: ZO step / bare API forward at the profiles' step sizes; a quick run over its floor
