@@ -308,7 +308,12 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
     if at is not None:
         if split != "val":
             raise ConfigError("--at scores runs by their validations; add --split val.")
-        finished = [scored for scored in (report.val_at(r, at) for r in finished) if scored is not None]
+        scored = [report.val_at(r, at) for r in finished]
+        short = [Path(str(r.get("run_dir", ""))).name for r, x in zip(finished, scored) if x is None]
+        if short:
+            _stderr().print(f"--at {at}: left out {len(short)} run(s) trained for fewer meta-iterations: "
+                            f"{', '.join(short)}", highlight=False)
+        finished = [x for x in scored if x is not None]
     registry = _registry(click.get_current_context())
     configs = {str(r["run_dir"]): store.read_config(Path(r["run_dir"])) for r in finished}
     report.label_variants(finished, {run: None if config is None else with_current_defaults(config, registry)

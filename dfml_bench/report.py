@@ -127,8 +127,15 @@ def val_at(run: Mapping[str, Any], iteration: int) -> dict[str, Any] | None:
     """`run` scored as if it had been trained to `iteration`: its best validation at or before it
     (the earliest of equal ones, as the trainer selects), from the run's ``val_episodes.jsonl``
     (per-episode, so it pairs) or, in records made without that file, its ``metrics.jsonl`` (the
-    mean only). None when the run has no validation up to `iteration`."""
+    mean only). None when the run has no validation up to `iteration`, or was trained for fewer
+    meta-iterations without stopping early (a run cut short says nothing about `iteration`; an
+    early-stopped or budget-stopped one would have stopped the same way, and a method that does
+    not train is the same at every length)."""
     from pathlib import Path
+
+    trained = run.get("meta_iterations")
+    if isinstance(trained, int) and 0 < trained < iteration and not run.get("stopped_early"):
+        return None
 
     from dfml_bench.store import METRICS_FILE, VAL_EPISODES_FILE, read_jsonl
 

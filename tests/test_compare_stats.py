@@ -260,15 +260,22 @@ def test_split_val_at_scores_each_run_up_to_an_iteration(tmp_path) -> None:
         # ahead only from iteration 200 on: at 100 the two are equal, at 200 the gain shows
         write("bidf_mkd", s, [(0, same(10 + s)), (100, base), (200, better(10 + s))])
     write("old", 0, [(0, [10.0] * EPISODES), (100, [30.0] * EPISODES), (200, [50.0] * EPISODES)], episodes_file=False)
+    write("short", 0, [(0, [10.0] * EPISODES), (100, [60.0] * EPISODES)])  # trained for 100 only
+    short = tmp_path / "runs" / "short-s0" / "result.json"
+    short.write_text(json.dumps({**json.loads(short.read_text()), "meta_iterations": 100, "stopped_early": None}))
     runner = CliRunner()
 
     def at(n: int) -> dict[str, dict]:
         out = runner.invoke(main, ["compare", str(tmp_path), "--split", "val", "--at", str(n), "--format", "csv",
                                    "--against", "noise"])
         assert out.exit_code == 0, out.output
-        return {r["method"]: r for r in csv.DictReader(io.StringIO(out.output))}
+        table = out.output[out.output.index("method,"):]  # after any note on stderr (click < 8.2 mixes it in)
+        return {r["method"]: r for r in csv.DictReader(io.StringIO(table))}
 
     early, late = at(100), at(200)
+    assert float(early["short"]["mean"]) == 60.0 and "short" not in late  # not scored past its length
+    out = runner.invoke(main, ["compare", str(tmp_path), "--split", "val", "--at", "200", "--format", "csv"])
+    assert "left out 1 run(s) trained for fewer meta-iterations: short-s0" in out.output
     assert float(early["bidf_mkd"]["diff"]) == pytest.approx(0.0, abs=1e-9)
     assert early["bidf_mkd"]["significant"] == "False" and late["bidf_mkd"]["significant"] == "True"
     assert float(late["bidf_mkd"]["diff"]) == pytest.approx(0.7 * 8 - 0.3 * 4)
