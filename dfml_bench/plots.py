@@ -187,10 +187,10 @@ def accuracy_plot(scenario: str, shots: int, rows: list[Mapping[str, Any]]) -> P
             ax.text(0, y, "  FAILED", va="center", color="#d62728", fontweight="bold")
         else:
             oracle = not r.get("data_free", True)
-            ax.barh(y, r["accuracy"], xerr=r["ci95"], capsize=4, height=0.6,
+            ax.barh(y, r["accuracy"], xerr=r["ci95"] or 0, capsize=4, height=0.6,
                     color="#c7c7c7" if oracle else ("#2ca02c" if r.get("best") else "#1f77b4"),
                     hatch="//" if oracle else None, edgecolor="#555555")
-            ax.text(r["accuracy"] + (r["ci95"] or 0) + top * 0.01, y, f"{r['accuracy']:.1f} ± {r['ci95']:.1f}",
+            ax.text(r["accuracy"] + (r["ci95"] or 0) + top * 0.01, y, f"{r['accuracy']:.1f} ± " + ("n/a" if r["ci95"] is None else f"{r['ci95']:.1f}"),
                     va="center", fontsize=9)
         n = f"{r.get('seeds', 0)} seed{'s' if r.get('seeds', 0) != 1 else ''}"
         ax.text(-top * 0.01, y, f"{name} ({n})", va="center", ha="right", fontsize=9)

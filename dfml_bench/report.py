@@ -255,15 +255,15 @@ def add_gap_closed(rows: list[dict[str, Any]], floor: str, ceiling: str) -> None
         r["gap_closed"] = 100.0 * (r["accuracy"] - lo) / (hi - lo) if ok else None
 
 
-def _episode_ci(run: Mapping[str, Any], split: str) -> float:
-    """One run's 95% CI over its episodes on `split` (0 where its record has none)."""
+def _episode_ci(run: Mapping[str, Any], split: str) -> float | None:
+    """One run's 95% CI over its episodes on `split` (None where its record has no episodes)."""
     if split == "test":
         return float(run["ci95"])
     per = run.get("best_val_per_dataset")
     if not isinstance(per, Mapping) or not per:
-        return 0.0
+        return None
     cis = [float(entry.get("ci95", 0.0)) for entry in per.values() if isinstance(entry, Mapping)]
-    return math.sqrt(sum(c * c for c in cis)) / len(cis) if cis else 0.0  # as the run combines its datasets
+    return math.sqrt(sum(c * c for c in cis)) / len(cis) if cis else None  # as the run combines its datasets
 
 
 def _episode_matrix(run: Mapping[str, Any], split: str = "test") -> dict[str, list[float]] | None:
@@ -378,7 +378,7 @@ def _cell(row: Mapping[str, Any] | None, bold: tuple[str, str]) -> str:
     lost = int(row.get("failed", 0))
     if row["accuracy"] is None:
         return "FAILED" + (f" ({lost} runs)" if lost > 1 else "")
-    text = f"{row['accuracy']:.2f} ± {row['ci95']:.2f}"
+    text = f"{row['accuracy']:.2f} ± " + ("n/a" if row["ci95"] is None else f"{row['ci95']:.2f}")
     text = f"{bold[0]}{text}{bold[1]}" if row["best"] else text
     if row.get("gap_closed") is not None:
         text += f" (gap {row['gap_closed']:.1f}%)"

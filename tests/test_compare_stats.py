@@ -237,6 +237,9 @@ def test_split_val_scores_and_pairs_the_selected_validations(tmp_path) -> None:
     assert lines["bidf_mkd"]["significant"] == "True" and lines["purer"]["significant"] == "False"
     assert lines["kd_trial"]["paired_seeds"] == "1" and lines["kd_trial"]["split"] == "val"
     assert "no per-episode records" in lines["random"]["unpaired"]
+    assert lines["random"]["ci95"] == ""  # one run without validation episodes: its CI is unknown, not 0
+    md = runner.invoke(main, ["compare", str(tmp_path), "--split", "val", "--format", "md", "-m", "random"]).output
+    assert "40.00 ± n/a" in md
     on_test = runner.invoke(main, ["compare", str(tmp_path), "--format", "csv"])
     assert on_test.exit_code == 0 and "kd_trial" not in on_test.output  # a trial is never a test result
 
