@@ -108,6 +108,14 @@ def test_evaluation_layouts_side_by_side(bench) -> None:
     assert [r["shots"] for r in rows] == [1] and rows[0]["ratio"] > 0 and 0 <= rows[0]["differ"] <= 2
 
 
+def test_conv4_block_orders_are_bit_identical(bench) -> None:
+    rows = bench("conv4_block").main(["--width", "4", "--cases", "16:1,48:1", "--steps", "1", "--queries", "2",
+                                      "--repeats", "1"])
+    assert [(r["case"], r["part"]) for r in rows] == [("16px 1-shot", "eval episode"), ("16px 1-shot", "meta-gradient"),
+                                                      ("48px 1-shot", "eval episode"), ("48px 1-shot", "meta-gradient")]
+    assert all(r["bit_identical"] and r["ratio"] > 0 for r in rows)
+
+
 def test_zo_rounding_shows_the_estimate_lost_to_tf32_sized_rounding(bench) -> None:
     rows = bench("zo_rounding").main(["--q", "300", "--batch", "4"])
     cos = {r["scores"]: r["cosine"] for r in rows}

