@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dfml_bench.errors import ConfigError
+from dfml_bench.store import log_dir
 
 RECOVERED_FILE = "recovered.png"
 ORACLE_MARK = {"real_data": " (oracle)", "white": " (white-box)"}
@@ -126,7 +127,7 @@ def curve_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str)
         methods.setdefault(_label(r), []).append(r)
     lines, flat = {}, {}
     for label, rs in sorted(methods.items()):
-        curves = [c for c in (val_curve(Path(r["run_dir"]), x) for r in rs if r.get("run_dir")) if c]
+        curves = [c for c in (val_curve(d, x) for d in map(log_dir, rs) if d is not None) if c]
         if not curves:
             continue
         if max(q for c in curves for _, q, _ in c) > 0 and max(len(c) for c in curves) > 1:
@@ -210,8 +211,9 @@ def recovered_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]]) -> 
 
     first: dict[str, tuple[Mapping[str, Any], Path]] = {}
     for r in sorted(runs, key=lambda r: (str(r["method"]), int(r.get("seed", 0)))):
-        path = Path(r.get("run_dir", "")) / RECOVERED_FILE
-        if r.get("run_dir") and path.exists() and r["method"] not in first:
+        logs = log_dir(r)
+        path = logs / RECOVERED_FILE if logs is not None else None
+        if path is not None and path.exists() and r["method"] not in first:
             first[str(r["method"])] = (r, path)
     if not first:
         return None

@@ -131,15 +131,14 @@ def val_at(run: Mapping[str, Any], iteration: int) -> dict[str, Any] | None:
     meta-iterations without stopping early (a run cut short says nothing about `iteration`; an
     early-stopped or budget-stopped one would have stopped the same way, and a method that does
     not train is the same at every length)."""
-    from pathlib import Path
+    from dfml_bench.store import METRICS_FILE, VAL_EPISODES_FILE, log_dir, read_jsonl
 
     trained = run.get("meta_iterations")
     if isinstance(trained, int) and 0 < trained < iteration and not run.get("stopped_early"):
         return None
-
-    from dfml_bench.store import METRICS_FILE, VAL_EPISODES_FILE, read_jsonl
-
-    run_dir = Path(str(run.get("run_dir", "")))
+    run_dir = log_dir(run)
+    if run_dir is None:
+        return None
     best: tuple[float, int, dict[str, list[float]] | None] | None = None
     for rec in read_jsonl(run_dir / VAL_EPISODES_FILE):
         per, it = rec.get("per_dataset"), rec.get("iteration")

@@ -329,6 +329,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def log_dir(result: Mapping[str, Any]) -> Path | None:
+    """The directory holding a finished result's logs (metrics, validation episodes, recovered
+    images): its own run directory, or, for a result reused from another scenario's run of the
+    same id (``reused_from``), that run's directory beside it. None without a ``run_dir``."""
+    if not result.get("run_dir"):
+        return None
+    path = Path(str(result["run_dir"]))
+    source = result.get("reused_from")
+    return path.parent / str(source) if source else path
+
+
 def iter_results(results_root: Path, *, trials: bool = False) -> Iterator[dict[str, Any]]:
     """Every finished table result under a results root (or a single run directory).
 

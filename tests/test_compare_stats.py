@@ -266,6 +266,11 @@ def test_split_val_at_scores_each_run_up_to_an_iteration(tmp_path) -> None:
     write("short", 0, [(0, [10.0] * EPISODES), (100, [60.0] * EPISODES)])  # trained for 100 only
     short = tmp_path / "runs" / "short-s0" / "result.json"
     short.write_text(json.dumps({**json.loads(short.read_text()), "meta_iterations": 100, "stopped_early": None}))
+    # a run reused under another scenario's name keeps its logs in the run it was reused from
+    reused = tmp_path / "runs" / "noise-SH-s0"
+    reused.mkdir()
+    source = json.loads((tmp_path / "runs" / "noise-s0" / "result.json").read_text())
+    (reused / "result.json").write_text(json.dumps({**source, "scenario": "SH", "reused_from": "noise-s0"}))
     runner = CliRunner()
 
     def at(n: int) -> dict[str, dict]:
@@ -273,10 +278,12 @@ def test_split_val_at_scores_each_run_up_to_an_iteration(tmp_path) -> None:
                                    "--against", "noise"])
         assert out.exit_code == 0, out.output
         table = out.output[out.output.index("method,"):]  # after any note on stderr (click < 8.2 mixes it in)
-        return {r["method"]: r for r in csv.DictReader(io.StringIO(table))}
+        return {r["method"]: r for r in csv.DictReader(io.StringIO(table)) if r["scenario"] == "SS"} | \
+            {f"{r['method']}@SH": r for r in csv.DictReader(io.StringIO(table)) if r["scenario"] == "SH"}
 
     early, late = at(100), at(200)
     assert float(early["short"]["mean"]) == 60.0 and "short" not in late  # not scored past its length
+    assert float(late["noise@SH"]["mean"]) == pytest.approx(sum(reference_episodes(10)) / EPISODES)
     out = runner.invoke(main, ["compare", str(tmp_path), "--split", "val", "--at", "200", "--format", "csv"])
     assert "left out 1 run(s) trained for fewer meta-iterations: short-s0" in out.output
     assert float(early["bidf_mkd"]["diff"]) == pytest.approx(0.0, abs=1e-9)
