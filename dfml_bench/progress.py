@@ -65,6 +65,7 @@ class RunProgress:
     iteration: int | None = None      # latest logged meta-iteration
     queries: int | None = None        # API queries used so far
     val_acc: float | None = None      # latest meta-val accuracy
+    val_iteration: int | None = None  # the meta-iteration it was logged at
     accuracy: float | None = None     # final meta-test accuracy (done)
     ci95: float | None = None
     error: str | None = None          # failed
@@ -82,14 +83,16 @@ class RunProgress:
         return 0.0
 
     def describe(self) -> str:
-        """'meta-iteration 120/300, 12,345 queries, val 45.3%' (what is known so far)."""
+        """'meta-iteration 120/300, 12,345 queries, val 45.3% at 100' (what is known so far; the
+        validation's iteration is named when it is not the latest one)."""
         parts = []
         if self.iteration is not None and self.total > 0:
             parts.append(f"meta-iteration {self.iteration}/{self.total}")
         if self.queries:
             parts.append(f"{self.queries:,} queries")
         if self.val_acc is not None:
-            parts.append(f"val {self.val_acc:.1f}%")
+            at = "" if self.val_iteration in (None, self.iteration) else f" at {self.val_iteration}"
+            parts.append(f"val {self.val_acc:.1f}%{at}")
         return ", ".join(parts) or "starting"
 
     def read(self, since: float) -> None:
@@ -142,6 +145,7 @@ class RunProgress:
                 self.queries = int(rec["queries"])
             if "val_acc" in rec:
                 self.val_acc = float(rec["val_acc"])
+                self.val_iteration = self.iteration
 
 
 def _newer(path: Path, since: float) -> bool:

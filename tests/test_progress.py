@@ -46,7 +46,7 @@ def test_run_progress_reads_its_run_directory(tmp_path: Path) -> None:
                                             '{"iteration": 1, "queries": 440}\n{"iteration": 2, "que')
     r.read(since)
     assert (r.status, r.iteration, r.queries, r.val_acc) == ("running", 1, 440, 21.5)  # the cut line waits
-    assert r.describe() == "meta-iteration 1/8, 440 queries, val 21.5%" and r.fraction == 1 / 8
+    assert r.describe() == "meta-iteration 1/8, 440 queries, val 21.5% at 0" and r.fraction == 1 / 8
     (r.run_dir / "metrics.jsonl").write_text('{"iteration": 0, "queries": 440, "val_acc": 20.0}\n')  # rewound
     r.read(since)
     assert (r.iteration, r.val_acc) == (0, 20.0)
