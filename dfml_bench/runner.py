@@ -207,11 +207,7 @@ def exact_float32(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
-        flags = [(conv, "fp32_precision", "ieee"), (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
-    else:
-        flags = [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
+    flags = store.float32_flags()
     before = [getattr(owner, name) for owner, name, _ in flags]
     for owner, name, value in flags:
         setattr(owner, name, value)

@@ -411,14 +411,18 @@ def environment_record(device: Any = None) -> dict[str, Any]:
     return record
 
 
-def cuda_float32_mode() -> str:
-    """How CUDA computes float32 convolutions and matrix products right now: "ieee" (full precision,
-    what runs use) or "tf32" (TensorFloat-32 in either)."""
+def float32_flags() -> list[tuple[Any, str, Any]]:
+    """The torch flags that make CUDA compute float32 convolutions and matrix products in full
+    precision, as (owner, attribute, IEEE value): `fp32_precision` on torch >= 2.9, else `allow_tf32`."""
     import torch
 
     conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
-        modes = {conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision}
-        return "ieee" if modes <= {"ieee"} else "tf32"
-    tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
-    return "tf32" if tf32 else "ieee"
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return [(conv, "fp32_precision", "ieee"), (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
+    return [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
+
+
+def cuda_float32_mode() -> str:
+    """How CUDA computes float32 convolutions and matrix products right now: "ieee" (full precision,
+    what runs use) or "tf32" (TensorFloat-32 in either)."""
+    return "ieee" if all(getattr(owner, name) == ieee for owner, name, ieee in float32_flags()) else "tf32"
