@@ -83,6 +83,37 @@ class Normalizer:
         return (x - self.mean) / self.std
 
 
+def class_offsets(datasets: list[FewShotDataset]) -> list[int]:
+    """Global class id offset of each dataset's meta-train classes (MH: CIFAR 0-63, Mini 64-127, ...)."""
+    offsets, total = [], 0
+    for d in datasets:
+        offsets.append(total)
+        total += d.split("train").num_classes
+    return offsets
+
+
+class ClassImages:
+    """The real meta-train images of each global class id (the numbering of `APIInfo.classes`)."""
+
+    def __init__(self, datasets: list[FewShotDataset]):
+        self._splits = [d.split("train") for d in datasets]
+        self._offsets = class_offsets(datasets)
+        self._by_class = [[torch.nonzero(s.labels == c).flatten() for c in range(s.num_classes)]
+                          for s in self._splits]
+
+    def sample(self, global_class: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """`n` uint8 images [n, 3, H, W] of the class, without replacement while the class has enough."""
+        for split, offset, by_class in zip(self._splits, self._offsets, self._by_class):
+            if offset <= global_class < offset + split.num_classes:
+                idx = by_class[global_class - offset]
+                g = generator.device
+                pick = (torch.randperm(len(idx), generator=generator, device=g)[:n] if len(idx) >= n
+                        else torch.randint(len(idx), (n,), generator=generator, device=g))
+                return split.images[idx[pick.cpu()]]
+        raise DataError(f"global class id {global_class} is not a meta-train class of this scenario "
+                        f"({self._offsets[-1] + self._splits[-1].num_classes} classes).")
+
+
 class EpisodeSampler:
     """Seeded N-way K-shot Q-query episodes from one split.
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # keep this module importable without torch
     import torch
     from torch import nn
 
-    from dfml_bench.data import FewShotDataset, Task
+    from dfml_bench.data import ClassImages, FewShotDataset, Task
 
 Params = dict[str, "torch.Tensor"]
 
@@ -148,6 +148,13 @@ class DataRecoverer(Seedable, Checkpointed, Noting, abc.ABC):
     from `state_dict` (tensors and plain data only) so checkpoints resume it.
     """
 
+    #: True for a probe that draws real meta-train images (it then needs a real-data method, which
+    #: hands them over through `use_real_images` before the first `recover`).
+    needs_real_images: ClassVar[bool] = False
+
+    def use_real_images(self, images: ClassImages) -> None:  # noqa: B027 - optional
+        """Receive the real meta-train images (called only when `needs_real_images`)."""
+
     @abc.abstractmethod
     def recover(self, api: Any, estimator: GradientEstimator | None, per_class: int, image_size: int,
                 generator: torch.Generator,
@@ -278,20 +285,30 @@ class MethodContext:
 
     def real_train_samplers(self) -> list[Any]:
         """Episode samplers over the scenario's REAL meta-train images (oracle methods only)."""
+        self._require_real_data()
+        return [self.make_train_sampler(i) for i in range(len(self.scenario.datasets))]
+
+    def real_class_images(self) -> ClassImages:
+        """The REAL meta-train images of each API class, by global class id (oracle probes only)."""
+        self._require_real_data()
+        from dfml_bench.data import ClassImages
+
+        return ClassImages(self.scenario.datasets)
+
+    def _require_real_data(self) -> None:
         if self.access != "real_data":
             raise AccessError(f"method '{self.method_name}' is registered as data-free "
                               f"(access='{self.access}') but asked for the real meta-train "
                               "images; register it with access='real_data' if it is an oracle.")
-        return [self.make_train_sampler(i) for i in range(len(self.scenario.datasets))]
-
 
     def apis(self) -> APIAccess:
         """The scenario's API pool, as this method's declared access allows.
 
-        Black-box methods get query-only handles (even on a white-box scenario); white-box
-        methods need a scenario with ``access: white``; other methods get no APIs.
+        Black-box methods, and real-data oracles that also query APIs, get query-only handles
+        (even on a white-box scenario); white-box methods need a scenario with ``access: white``;
+        methods with ``access="none"`` get no APIs.
         """
-        if self.access not in ("black", "white"):
+        if self.access not in ("black", "white", "real_data"):
             raise AccessError(f"method '{self.method_name}' is registered with access='{self.access}', "
                               "which grants no API access; register it with access='black' or 'white'.")
         if self.access == "white" and self.scenario.access != "white":

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from dfml_bench import store
 from dfml_bench.apis import APIInfo, BlackBoxAPI, QueryLedger, make_api, release
-from dfml_bench.data import FewShotDataset
+from dfml_bench.data import FewShotDataset, class_offsets
 from dfml_bench.errors import DfmlError
 from dfml_bench.params import build_params
 from dfml_bench.seeding import derive_seed
@@ -129,15 +129,6 @@ def _build_module(registry: Any, arch: str, arch_params: Mapping[str, Any], num_
     comp = registry.get("architecture", arch)
     return comp.build(build_params(comp.params, dict(arch_params), arch), num_classes, image_size,
                        running_stats=True)
-
-
-def class_offsets(datasets: Sequence[FewShotDataset]) -> list[int]:
-    """Global class id offset of each dataset's meta-train classes (MH: CIFAR 0-63, Mini 64-127, ...)."""
-    offsets, total = [], 0
-    for d in datasets:
-        offsets.append(total)
-        total += d.split("train").num_classes
-    return offsets
 
 
 def plan_size(spec: PoolSpec, datasets: Sequence[FewShotDataset]) -> int:

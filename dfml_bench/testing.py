@@ -357,11 +357,13 @@ def check_recoverer(name: str, registry: Registry | None = None, params: Mapping
     Images [K*per_class, 3, S, S] in [0, 1] on the generator's device, labels in [0, K), the API's
     outputs on exactly those images as `scores`, agreement in [0, 100]; every image the API saw
     was charged; the same generator state (and, for a recoverer with state, the same
-    ``state_dict``) gives the same images.
+    ``state_dict``) gives the same images. A recoverer that `needs_real_images` gets those of
+    :func:`tiny_scenario`.
     """
     import torch
 
     from dfml_bench.apis import QueryLedger
+    from dfml_bench.data import ClassImages
     from dfml_bench.interfaces import DataRecoverer, RecoveredSet
 
     registry = registry or load_registry()
@@ -381,7 +383,13 @@ def check_recoverer(name: str, registry: Registry | None = None, params: Mapping
             out = rec.recover(api, est, per_class, size, g)
         return out, g, ledger.total, net.seen
 
-    rec = _build(registry, "recoverer", name, params)
+    def build() -> Any:
+        rec = _build(registry, "recoverer", name, params)
+        if getattr(rec, "needs_real_images", False):
+            rec.use_real_images(ClassImages(tiny_scenario(image_size=size).datasets))
+        return rec
+
+    rec = build()
     assert isinstance(rec, DataRecoverer), f"recoverer '{name}' must subclass DataRecoverer"
     g0 = torch.Generator().manual_seed(0).get_state()
     out, g, charged, seen = run(rec, None, g0)
@@ -405,13 +413,13 @@ def check_recoverer(name: str, registry: Registry | None = None, params: Mapping
         f"recoverer '{name}': scores must be the API's outputs on the returned images"
     # determinism and state: fresh instance, same generator state -> the same images; the state
     # after one call, loaded into a fresh instance, reproduces the second call
-    out_b, _, _, _ = run(_build(registry, "recoverer", name, params), None, g0)
+    out_b, _, _, _ = run(build(), None, g0)
     assert _same(out.images, out_b.images), f"recoverer '{name}' is not deterministic under a seeded generator " \
                                             "(draw only from the generator it is given, or torch's global RNG)"
     state = _state(rec)
     g1 = g.get_state()
     second, _, _, _ = run(rec, None, g1)
-    fresh = _build(registry, "recoverer", name, params)
+    fresh = build()
     _load(fresh, state)
     again, _, _, _ = run(fresh, None, g1)
     assert _same(second.images, again.images), f"recoverer '{name}' keeps state across calls that its " \

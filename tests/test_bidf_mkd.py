@@ -404,3 +404,65 @@ def test_a_run_replaying_kept_api_tasks_resumes_to_the_uninterrupted_result(regi
     assert 0.0 in kinds[4:]  # replay after the checkpoint draws from the restored kept tasks
     assert records(tmp_path / "cut") == records(tmp_path / "whole")
     assert resumed["accuracy"] == whole["accuracy"] and resumed["queries"] == whole["queries"]
+
+
+def _two_datasets() -> list:
+    from dfml_bench.data import FewShotDataset, ImageSplit
+
+    def dataset(name: str, classes: int, first: int) -> FewShotDataset:
+        # image value = first + class id, so every image says which global class it belongs to
+        labels = torch.arange(classes).repeat_interleave(4)
+        images = (first + labels).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 8, 8).contiguous()
+        return FewShotDataset(name, {"train": ImageSplit(images, labels, [f"c{i}" for i in range(classes)])}, 8)
+
+    return [dataset("a", 5, 0), dataset("b", 6, 5)]
+
+
+def test_class_images_draw_real_meta_train_images_of_a_global_class() -> None:
+    from dfml_bench.data import ClassImages
+    from dfml_bench.errors import DataError
+
+    images = ClassImages(_two_datasets())
+    g = torch.Generator().manual_seed(0)
+    for global_class in (0, 4, 5, 10):
+        drawn = images.sample(global_class, 3, g)
+        assert drawn.shape == (3, 3, 8, 8) and (drawn == global_class).all()
+    assert len({tuple(images.sample(7, 4, g)[:, 0, 0, 0].tolist())}) == 1  # 4 of 4: each image once
+    assert (images.sample(7, 9, g) == 7).all()                             # more than the class has: repeats
+    with pytest.raises(DataError, match="not a meta-train class"):
+        images.sample(11, 1, g)
+
+
+def test_real_images_recoverer_returns_the_api_classes_labelled_in_its_order_and_queries_once() -> None:
+    from types import SimpleNamespace
+
+    from dfml_bench.data import ClassImages
+    from dfml_plugins.recoverers.real_images.recoverer import RealImagesRecoverer
+
+    asked = []
+
+    def query(x: torch.Tensor) -> torch.Tensor:  # recognises classes 9 and 2 by their pixel value
+        asked.append(len(x))
+        value = (x[:, 0, 0, 0] * 255).round()
+        return torch.stack([(value == 9).float(), (value == 2).float(), torch.zeros(len(x))], 1)
+
+    api = SimpleNamespace(classes=(9, 2, 6), query=query)
+    recoverer = RealImagesRecoverer()
+    recoverer.use_real_images(ClassImages(_two_datasets()))
+    got = recoverer.recover(api, None, 2, 16, torch.Generator().manual_seed(0))
+    assert got.images.shape == (6, 3, 16, 16) and asked == [6]
+    assert got.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert (got.images[:, 0, 0, 0] * 255).round().tolist() == [9, 9, 2, 2, 6, 6]
+    assert got.agreement == pytest.approx(100 * 4 / 6)  # the API misses class 6
+
+
+def test_real_images_probe_runs_as_an_oracle_and_is_refused_to_data_free_methods(registry, tmp_path) -> None:
+    from dfml_bench.errors import AccessError
+
+    result = run(registry, tmp_path, "bidf_mkd_real")
+    assert result["access"] == "real_data" and result["data_free"] is False and result["queries"] > 0
+    (run_dir,) = (tmp_path / "results" / "runs").iterdir()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["api_task"] == 1.0 and 0 <= records[0]["agreement"] <= 100
+    with pytest.raises(AccessError, match="registered as data-free"):
+        run(registry, tmp_path / "free", "bidf_mkd", "method.bidf_mkd.recoverer=real_images")

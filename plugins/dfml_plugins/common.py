@@ -69,6 +69,7 @@ def add_variants(register: Any, factory: str, variants: list[Variant], params: d
     queries: dict[str, str | None] = {}
     for v in variants:
         queries[v.name] = v.queries or (queries[v.base] if v.base else None)
-        register(v.name, factory, params=params[v.name], help=v.description(), access=v.access, data_free=True,
+        register(v.name, factory, params=params[v.name], help=v.description(), access=v.access,
+                 data_free=v.access != "real_data",
                  queries=queries[v.name], uses=("architecture",), search_space=search_space(v.name),
                  **({"base": v.base} if v.base else {}), **v.meta)

@@ -49,6 +49,10 @@ BIDF_MKD_VARIANTS = [
     Variant("bidf_mkd_noise", "bidf_mkd", "floor: the whole method on uniform noise labelled by each API instead "
             "of inverted images", {"recoverer": "noise"},
             queries="per API task: 2 sets x K*per_class; replay tasks: none"),
+    Variant("bidf_mkd_real", "bidf_mkd", "probe (oracle: real data): the whole method on real meta-train images "
+            "of each API's classes, labelled by the API, instead of inverted images; with bidf_mkd_noise it brackets "
+            "what recovery can contribute", {"recoverer": "real_images"}, access="real_data",
+            queries="per API task: 2 sets x K*per_class; replay tasks: none"),
     Variant("bidf_mkd_proto", "bidf_mkd", "BiDf-MKD with ProtoNet meta-learners (API and replay tasks)",
             {"api_learner": "protonet", "replay_learner": "protonet"},
             meta={"evaluation": "prototype"}),

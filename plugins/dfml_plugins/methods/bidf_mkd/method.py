@@ -59,6 +59,8 @@ class BidfMkd(Method):
             raise ConfigError(f"estimator '{params.estimator}' needs white-box APIs; register the method "
                               "with access='white' or use a zero-order estimator.")
         self.recoverer = context.component("recoverer", params.recoverer)
+        if self.recoverer.needs_real_images:  # the transfer probe (bidf_mkd_real); refused to data-free methods
+            self.recoverer.use_real_images(context.real_class_images())
         # `first_order` is the one switch of both inner loops: it replaces the learners' own
         self.api_learner = context.component("meta_learner", params.api_learner, first_order=params.first_order)
         self.replay_learner = context.component("meta_learner", params.replay_learner,
