@@ -198,7 +198,7 @@ def accuracy_plot(scenario: str, shots: int, rows: list[Mapping[str, Any]]) -> P
     ax.set_yticks([])
     ax.set_xlim(0, top * 1.25)
     ax.set_xlabel(f"{split} accuracy (%), error bar = 95% CI")
-    ax.set_title(f"{scenario} {shots}-shot: accuracy per method (green = best data-free, hatched = oracle)",
+    ax.set_title(f"{scenario} {shots}-shot: accuracy per method\n(green = best data-free, hatched = oracle)",
                  fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     caption = f"{scenario} {shots}-shot: {split} accuracy with 95% confidence intervals"
