@@ -22,7 +22,7 @@ from dfml_plugins.replay.task_memory import TaskMemoryParams
 from dfml_plugins.replay.task_memory.replay import TaskMemory
 
 VARIANTS = ["bidf_mkd", "bidf_mkd_fo", "bidf_mkd_wb", "bidf_mkd_no_boundary", "bidf_mkd_no_replay",
-            "bidf_mkd_central", "bidf_mkd_noise", "bidf_mkd_plus"]
+            "bidf_mkd_central", "bidf_mkd_noise", "bidf_mkd_plus", "bidf_mkd_plus_noise"]
 
 
 def run(registry, tmp_path: Path, method: str, *sets: str) -> dict:
@@ -456,10 +456,11 @@ def test_real_images_recoverer_returns_the_api_classes_labelled_in_its_order_and
     assert got.agreement == pytest.approx(100 * 4 / 6)  # the API misses class 6
 
 
-def test_real_images_probe_runs_as_an_oracle_and_is_refused_to_data_free_methods(registry, tmp_path) -> None:
+@pytest.mark.parametrize("method", ["bidf_mkd_real", "bidf_mkd_plus_real"])
+def test_real_images_probe_runs_as_an_oracle_and_is_refused_to_data_free_methods(registry, tmp_path, method) -> None:
     from dfml_bench.errors import AccessError
 
-    result = run(registry, tmp_path, "bidf_mkd_real")
+    result = run(registry, tmp_path, method)
     assert result["access"] == "real_data" and result["data_free"] is False and result["queries"] > 0
     (run_dir,) = (tmp_path / "results" / "runs").iterdir()
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -59,6 +59,12 @@ BIDF_MKD_VARIANTS = [
     Variant("bidf_mkd_plus", "bidf_mkd", f"BiDf-MKD+ ({_PLUS}): API tasks in a random class order per task, replay "
             "of kept API tasks (bi-level KD again on their cached API outputs, K support shots per class, only "
             "tasks whose support the API recognises)", {"permute": True, "replay": "api_tasks"}),
+    Variant("bidf_mkd_plus_noise", "bidf_mkd_plus", f"floor of bidf_mkd_plus ({_PLUS}): its pipeline on uniform "
+            "noise labelled by each API", {"recoverer": "noise"},
+            queries="per API task: 2 sets x K*per_class; replay tasks: none"),
+    Variant("bidf_mkd_plus_real", "bidf_mkd_plus", f"probe of bidf_mkd_plus ({_PLUS}; oracle: real data): its "
+            "pipeline on real meta-train images of each API's classes", {"recoverer": "real_images"},
+            access="real_data", queries="per API task: 2 sets x K*per_class; replay tasks: none"),
     Variant("bidf_mkd_plus_no_permute", "bidf_mkd_plus", f"ablation of bidf_mkd_plus ({_PLUS}): the API's class "
             "order", {"permute": False}),
     Variant("bidf_mkd_plus_memory_replay", "bidf_mkd_plus", f"ablation of bidf_mkd_plus ({_PLUS}): docs/protocol.md's "
