@@ -290,8 +290,13 @@ the per-validation episodes every run keeps (val_episodes.jsonl).""")
 @click.option("--at", "at", type=click.IntRange(min=0), metavar="N",
               help="With --split val: score each run by its best validation up to meta-iteration N, as if it "
                    "had been trained for N (one long run answers every shorter length).")
+@click.option("--metric", "metric", metavar="NAME",
+              help="Tabulate a training metric instead of accuracy: each run's mean of NAME over its "
+                   "metrics.jsonl records (e.g. agreement: how often an API labels the images recovered from "
+                   "it as their target; api_task: the share of API meta-iterations).")
 def compare(results: str | None, results_opt: str | None, fmt: str, output: str | None, plot_dir: str | None,
-            methods: tuple[str, ...], gap: str | None, against: str | None, split: str, at: int | None) -> None:
+            methods: tuple[str, ...], gap: str | None, against: str | None, split: str, at: int | None,
+            metric: str | None) -> None:
     """Summarise finished runs: mean ± 95% CI and median API queries per method x instance x scenario x
     shot; failed runs show as FAILED."""
     from dfml_bench import report, store
@@ -305,6 +310,18 @@ def compare(results: str | None, results_opt: str | None, fmt: str, output: str 
     from dfml_bench.config import with_current_defaults
 
     finished = list(store.iter_results(root, trials=split == "val"))
+    if metric is not None:
+        clash = [flag for flag, given in (("--against", against), ("--gap", gap), ("--at", at is not None),
+                                          ("--split val", split == "val"), ("--plot", plot_dir),
+                                          ("--format html", fmt == "html")) if given]
+        if clash:
+            raise ConfigError(f"--metric tabulates a training metric, which {' and '.join(clash)} cannot use "
+                              "(they apply to accuracies); drop them or --metric.")
+        scored = [report.training_metric(r, metric) for r in finished]
+        if finished and not any(scored):
+            raise DfmlError(f"no run under '{root}' logged a metric '{metric}'; `dfml-bench show RUN_DIR` "
+                            "and the run's metrics.jsonl list the metrics its method logs.")
+        finished = [x for x in scored if x is not None]
     if at is not None:
         if split != "val":
             raise ConfigError("--at scores runs by their validations; add --split val.")

@@ -163,6 +163,24 @@ def val_at(run: Mapping[str, Any], iteration: int) -> dict[str, Any] | None:
             "best_val_per_dataset": per_dataset_summary(episodes) if episodes else None}
 
 
+def training_metric(run: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """`run` scored by a training metric instead of accuracy: the mean of `name` over the records of
+    its ``metrics.jsonl`` that logged it as a finite number (e.g. BiDf-MKD's ``agreement``, logged
+    on API meta-iterations only), with no episodes (nothing pairs). None when no record has it."""
+    import math
+
+    from dfml_bench.store import METRICS_FILE, log_dir, read_jsonl
+
+    run_dir = log_dir(run)
+    if run_dir is None or run.get("kind") == "trial":
+        return None
+    values = [float(v) for rec in read_jsonl(run_dir / METRICS_FILE) for v in [rec.get(name)]
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    if not values:
+        return None
+    return {**run, "accuracy": sum(values) / len(values), "ci95": None, "per_dataset": None, "metric": name}
+
+
 def aggregate(results: Iterable[Mapping[str, Any]],
               failures: Iterable[Mapping[str, Any]] = (), split: str = "test") -> list[dict[str, Any]]:
     """One row per (method, instance, scenario, shots) with mean, CI, seeds, median queries,
@@ -184,7 +202,7 @@ def aggregate(results: Iterable[Mapping[str, Any]],
                                "instance": instance, "scenario": scenario, "shots": shots,
                                "access": first.get("access", "black"), "data_free": bool(first.get("data_free", True)),
                                "evaluation": first.get("evaluation", "finetune"), "failed": len(lost),
-                               "split": split, "val_at": first.get("val_at")}
+                               "split": split, "val_at": first.get("val_at"), "metric": first.get("metric")}
         if not runs:
             rows.append({**row, "accuracy": None, "ci95": None, "seeds": 0, "queries": None, "wall_time_s": None})
             continue
@@ -194,7 +212,11 @@ def aggregate(results: Iterable[Mapping[str, Any]],
         rows.append({**row, "accuracy": mean, "ci95": ci, "seeds": len(runs),
                      "queries": _median([float(r.get("queries", 0)) for r in runs]),
                      "wall_time_s": sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs)})
-    mark_best(rows)
+    if not any(r.get("metric") for r in rows):  # a training metric has no "best" direction
+        mark_best(rows)
+    else:
+        for row in rows:
+            row["best"] = False
     return rows
 
 
@@ -257,7 +279,7 @@ def add_gap_closed(rows: list[dict[str, Any]], floor: str, ceiling: str) -> None
 def _episode_ci(run: Mapping[str, Any], split: str) -> float | None:
     """One run's 95% CI over its episodes on `split` (None where its record has no episodes)."""
     if split == "test":
-        return float(run["ci95"])
+        return None if run.get("ci95") is None else float(run["ci95"])
     per = run.get("best_val_per_dataset")
     if not isinstance(per, Mapping) or not per:
         return None
@@ -400,7 +422,8 @@ def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], 
     methods = list(dict.fromkeys(r["method"] for r in rows))  # aggregate's order, or select_methods'
     label = {r["method"]: row_label(r) for r in rows}
     header = ["method"]
-    on = "" if all(r.get("split", "test") == "test" for r in rows) else ", meta-val"
+    metric = next((r["metric"] for r in rows if r.get("metric")), None)
+    on = f", mean {metric}" if metric else "" if all(r.get("split", "test") == "test" for r in rows) else ", meta-val"
     for inst, s, k in cols:
         header += [f"{s} {k}-shot ({inst}{on})", "queries"]
     body = []
@@ -416,6 +439,10 @@ def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], 
 def table_note(rows: list[dict[str, Any]]) -> str:
     """A sentence on the split when it is meta-val and one on the paired differences shown, or ""."""
     notes = []
+    metric = next((r["metric"] for r in rows if r.get("metric")), None)
+    if metric:
+        notes.append(f"Training metric '{metric}': each run's mean over the meta-iterations that logged it, then "
+                     "the mean over seeds ± 95% CI (Student's t); a one-run cell has no CI.")
     if any(r.get("split") == "val" for r in rows):
         at = next((r["val_at"] for r in rows if r.get("val_at") is not None), None)
         upto = "" if at is None else f" up to meta-iteration {at}"
@@ -453,11 +480,13 @@ CSV_DIFF_FIELDS = ["diff", "diff_ci95", "diff_low", "diff_high", "significant", 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     """One line per row: CSV_FIELDS (``mean`` is the accuracy, ``queries`` the median over
-    seeds), then ``gap`` with --gap and CSV_DIFF_FIELDS with --against."""
+    seeds), then ``metric`` with --metric (``mean`` is then that metric's), ``gap`` with --gap and
+    CSV_DIFF_FIELDS with --against."""
     import csv
     import io
 
-    fields = list(CSV_FIELDS) + (["gap"] if any("gap_closed" in r for r in rows) else [])
+    fields = list(CSV_FIELDS) + (["metric"] if any(r.get("metric") for r in rows) else [])
+    fields += ["gap"] if any("gap_closed" in r for r in rows) else []
     fields += CSV_DIFF_FIELDS if any("unpaired" in r for r in rows) else []
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
@@ -527,7 +556,10 @@ def to_rich(rows: list[dict[str, Any]]) -> Any:
     has_oracle = any(r["access"] == "real_data" for r in rows)
     caption = " ".join(filter(None, ["oracle rows use real training data and are upper bounds, not data-free "
                                      "results." if has_oracle else "", table_note(rows)]))
-    table = Table(title="5-way accuracy (%) ± 95% CI and median API queries; best data-free result in green",
+    metric = next((r["metric"] for r in rows if r.get("metric")), None)
+    title = (f"training metric '{metric}' (mean over seeds) ± 95% CI and median API queries" if metric
+             else "5-way accuracy (%) ± 95% CI and median API queries; best data-free result in green")
+    table = Table(title=title,
                   caption=escape(caption) or None)
     for h in header:
         table.add_column(escape(h), justify="left" if h == "method" else "right")

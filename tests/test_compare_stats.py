@@ -296,3 +296,33 @@ def test_split_val_at_scores_each_run_up_to_an_iteration(tmp_path) -> None:
     assert "up to meta-iteration 100" in md
     bad = runner.invoke(main, ["compare", str(tmp_path), "--at", "100"])
     assert bad.exit_code != 0 and "add --split val" in bad.output and "Traceback" not in bad.output
+
+
+def test_metric_tabulates_a_training_metric_over_the_records_that_logged_it(tmp_path) -> None:
+    def write(method: str, seed: int, agreements: list[float | None]) -> None:
+        d = tmp_path / "runs" / f"{method}-s{seed}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps(record(method, seed, reference_episodes(seed))))
+        metrics = [{"iteration": i, "loss": 1.0, **({} if a is None else {"agreement": a})}
+                   for i, a in enumerate(agreements)]
+        metrics.append({"iteration": len(agreements), "agreement": float("nan")})  # skipped, as not finite
+        (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+
+    # replay meta-iterations (None) log no agreement: the mean is over the API ones only
+    for s, (a, b) in enumerate([(40.0, 60.0), (50.0, 70.0), (30.0, 50.0)]):
+        write("bidf_mkd", s, [a, None, None, b])
+    write("random", 0, [None, None])
+    runner = CliRunner()
+    out = runner.invoke(main, ["compare", str(tmp_path), "--metric", "agreement", "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(out.output))}
+    assert set(rows) == {"bidf_mkd"} and rows["bidf_mkd"]["metric"] == "agreement"
+    assert float(rows["bidf_mkd"]["mean"]) == pytest.approx(50.0) and rows["bidf_mkd"]["seeds"] == "3"
+    assert float(rows["bidf_mkd"]["ci95"]) == pytest.approx(report.mean_ci95([50.0, 60.0, 40.0], student_t=True)[1])
+    md = runner.invoke(main, ["compare", str(tmp_path), "--metric", "agreement", "--format", "md"]).output
+    assert "mean agreement" in md and "Training metric 'agreement'" in md and "**" not in md
+    for extra in (["--against", "random"], ["--split", "val"], ["--format", "html"]):
+        bad = runner.invoke(main, ["compare", str(tmp_path), "--metric", "agreement", *extra])
+        assert bad.exit_code != 0 and "--metric tabulates a training metric" in bad.output, extra
+    missing = runner.invoke(main, ["compare", str(tmp_path), "--metric", "nope"])
+    assert missing.exit_code != 0 and "logged a metric 'nope'" in missing.output and "Traceback" not in missing.output
