@@ -422,7 +422,7 @@ def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], 
     methods = list(dict.fromkeys(r["method"] for r in rows))  # aggregate's order, or select_methods'
     label = {r["method"]: row_label(r) for r in rows}
     header = ["method"]
-    metric = next((r["metric"] for r in rows if r.get("metric")), None)
+    metric = _metric_of(rows)
     on = f", mean {metric}" if metric else "" if all(r.get("split", "test") == "test" for r in rows) else ", meta-val"
     for inst, s, k in cols:
         header += [f"{s} {k}-shot ({inst}{on})", "queries"]
@@ -436,10 +436,15 @@ def wide(rows: list[dict[str, Any]], bold: tuple[str, str]) -> tuple[list[str], 
     return header, body
 
 
+def _metric_of(rows: list[dict[str, Any]]) -> str | None:
+    """The training metric the rows tabulate (`compare --metric`), or None for accuracy."""
+    return next((r["metric"] for r in rows if r.get("metric")), None)
+
+
 def table_note(rows: list[dict[str, Any]]) -> str:
     """A sentence on the split when it is meta-val and one on the paired differences shown, or ""."""
     notes = []
-    metric = next((r["metric"] for r in rows if r.get("metric")), None)
+    metric = _metric_of(rows)
     if metric:
         notes.append(f"Training metric '{metric}': each run's mean over the meta-iterations that logged it, then "
                      "the mean over seeds ± 95% CI (Student's t); a one-run cell has no CI.")
@@ -556,7 +561,7 @@ def to_rich(rows: list[dict[str, Any]]) -> Any:
     has_oracle = any(r["access"] == "real_data" for r in rows)
     caption = " ".join(filter(None, ["oracle rows use real training data and are upper bounds, not data-free "
                                      "results." if has_oracle else "", table_note(rows)]))
-    metric = next((r["metric"] for r in rows if r.get("metric")), None)
+    metric = _metric_of(rows)
     title = (f"training metric '{metric}' (mean over seeds) ± 95% CI and median API queries" if metric
              else "5-way accuracy (%) ± 95% CI and median API queries; best data-free result in green")
     table = Table(title=title,
