@@ -43,6 +43,6 @@ class RealImagesRecoverer(DataRecoverer):
         labels = torch.arange(len(classes), device=device).repeat_interleave(per_class)
         with torch.no_grad():
             scores = api.query(x)  # type: ignore[attr-defined]
-        pred = scores if scores.dim() == 1 else scores.argmax(1)
-        agreement = 100.0 * (pred.to(device) == labels).float().mean().item()
-        return RecoveredSet(x, labels, float("nan"), agreement, scores)
+        out = RecoveredSet(x, labels, float("nan"), 0.0, scores)
+        out.agreement = 100.0 * out.agreed().float().mean().item()  # the API's accuracy on its classes
+        return out
