@@ -76,6 +76,7 @@ def _cells(results: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], list[M
 CURVE_AXES = {
     "queries": ("queries", "cumulative API queries (images)", "queries", "API queries"),
     "wall_time": ("wall_time", "wall time (s, as recorded: machine and load dependent)", "time", "wall time"),
+    "iteration": ("iteration", "meta-iterations", "iterations", "meta-iterations"),
 }
 
 
@@ -98,13 +99,14 @@ def val_curve(run_dir: Path, x: str = "queries") -> list[tuple[int, float, float
     return points
 
 
-def _mean_curve(curves: list[list[tuple[int, float, float]]]) -> list[tuple[float, float]]:
-    """(x, accuracy) averaged over seeds at the validation iterations they share."""
+def _mean_curve(curves: list[list[tuple[int, float, float]]]) -> list[tuple[float, float, float, float]]:
+    """(x, mean, lowest, highest accuracy) over seeds at the validation iterations they share."""
     by_iter: dict[int, list[tuple[float, float]]] = {}
     for curve in curves:
         for it, q, acc in curve:
             by_iter.setdefault(it, []).append((q, acc))
-    return [(sum(q for q, _ in pts) / len(pts), sum(a for _, a in pts) / len(pts))
+    return [(sum(q for q, _ in pts) / len(pts), sum(a for _, a in pts) / len(pts),
+             min(a for _, a in pts), max(a for _, a in pts))
             for it, pts in sorted(by_iter.items()) if len(pts) == len(curves)]
 
 
@@ -118,9 +120,15 @@ def time_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]]) -> Plot 
     return curve_plot(scenario, shots, runs, "wall_time")
 
 
+def iterations_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]]) -> Plot | None:
+    """Val accuracy vs meta-iterations for one (scenario, shots); None without any curve."""
+    return curve_plot(scenario, shots, runs, "iteration")
+
+
 def curve_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str) -> Plot | None:
-    """Mean val curve per method against `x` (CURVE_AXES); a method that never moves along x (no
-    queries, a single validation) is a dashed reference level at its best val accuracy."""
+    """Mean val curve per method against `x` (CURVE_AXES), the seeds' range shaded; a method that
+    never moves along x (no queries, a single validation) is a dashed reference level at its best
+    val accuracy."""
     _, xlabel, name, subject = CURVE_AXES[x]
     methods: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
@@ -139,15 +147,18 @@ def curve_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str)
     fig = _figure(7.5, 4.2)
     ax = fig.add_subplot()
     colors = iter(_palette())
-    xs = [q for pts in lines.values() for q, _ in pts if q > 0]
+    xs = [q for pts in lines.values() for q, *_ in pts if q > 0]
     log = bool(xs) and max(xs) / min(xs) > 50
     for label, pts in lines.items():
         color = next(colors)
-        pts = [(q, a) for q, a in pts if q > 0 or not log]
+        pts = [p for p in pts if p[0] > 0 or not log]
         if not pts:
             continue
-        ax.plot([q for q, _ in pts], [a for _, a in pts], marker="o", ms=3, lw=2, color=color)
-        ax.annotate(f" {label}", pts[-1], color=color, fontsize=9, fontweight="bold", va="center")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=2, color=color)
+        if any(p[3] > p[2] for p in pts):  # several seeds: their range
+            ax.fill_between([p[0] for p in pts], [p[2] for p in pts], [p[3] for p in pts], color=color,
+                            alpha=0.15, lw=0)
+        ax.annotate(f" {label}", pts[-1][:2], color=color, fontsize=9, fontweight="bold", va="center")
     for label, level in flat.items():
         color = next(colors)
         ax.axhline(level, ls="--", lw=1.5, color=color)
@@ -161,7 +172,7 @@ def curve_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str)
         ax.set_xlim(0, max(xs) * 1.3)  # room for the end labels, nothing below 0
     ax.set_xlabel(xlabel)
     ax.set_ylabel("meta-val accuracy (%)")
-    ax.set_title(f"{scenario} {shots}-shot: accuracy vs {subject} (mean over seeds)")
+    ax.set_title(f"{scenario} {shots}-shot: accuracy vs {subject} (mean over seeds, range shaded)")
     ax.grid(alpha=0.3)
     caption = f"{scenario} {shots}-shot: meta-val accuracy against the {subject} spent so far"
     return Plot(f"{name}-{scenario}-{shots}shot.png", caption, _png(fig))
@@ -238,8 +249,8 @@ def make_plots(results: Iterable[Mapping[str, Any]], rows: list[Mapping[str, Any
     for (scenario, shots), cell_rows in row_cells.items():
         plots.append(accuracy_plot(scenario, shots, cell_rows))
         runs = by_cell.get((scenario, shots), [])
-        for extra in (queries_plot(scenario, shots, runs), time_plot(scenario, shots, runs),
-                      recovered_plot(scenario, shots, runs)):
+        for extra in (iterations_plot(scenario, shots, runs), queries_plot(scenario, shots, runs),
+                      time_plot(scenario, shots, runs), recovered_plot(scenario, shots, runs)):
             if extra is not None:
                 plots.append(extra)
     return plots

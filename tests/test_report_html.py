@@ -71,7 +71,8 @@ def test_html_is_self_contained_with_the_table_and_the_plots(page: tuple[Path, P
     assert "<strong>40.50 ± 6.35</strong>" in text  # best data-free cell, mean of two seeds (t, 1 df), in bold
     assert "maml_oracle (oracle: real data)" in text and "FAILED" in text
     pngs = sorted(p.name for p in plot_dir.iterdir())
-    assert pngs == ["accuracy-SS-1shot.png", "queries-SS-1shot.png", "recovered-SS-1shot.png", "time-SS-1shot.png"]
+    assert pngs == ["accuracy-SS-1shot.png", "iterations-SS-1shot.png", "queries-SS-1shot.png", "recovered-SS-1shot.png",
+                    "time-SS-1shot.png"]
     assert len(srcs) == len(pngs)
     for p in plot_dir.iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -163,3 +164,15 @@ def test_val_curves_follow_queries_or_wall_time(results: Path) -> None:
     plot = plots.time_plot("SS", 1, runs)  # one validation: a reference level, still drawn
     assert plot is not None and plot.name == "time-SS-1shot.png" and plot.png[:8] == b"\x89PNG\r\n\x1a\n"
     assert plots.time_plot("SS", 1, [{"method": "x", "run_dir": str(results / "nowhere")}]) is None
+
+
+def test_iteration_curves_average_seeds_and_keep_their_range(results: Path) -> None:
+    from dfml_bench import plots
+
+    run = next((results / "runs").glob("bidf_mkd-SS-1shot-s0-*"))
+    assert [(it, x) for it, x, _ in plots.val_curve(run, "iteration")] == [(10 * i, 10.0 * i) for i in range(5)]
+    seed0 = [(0, 0.0, 40.0), (100, 100.0, 50.0), (200, 200.0, 60.0)]
+    seed1 = [(0, 0.0, 44.0), (100, 100.0, 46.0)]  # stopped early: only shared iterations are averaged
+    assert plots._mean_curve([seed0, seed1]) == [(0.0, 42.0, 40.0, 44.0), (100.0, 48.0, 46.0, 50.0)]
+    plot = plots.iterations_plot("SS", 1, [{"method": "bidf_mkd", "access": "black_box", "run_dir": str(run)}])
+    assert plot is not None and plot.name == "iterations-SS-1shot.png" and plot.png[:8] == b"\x89PNG\r\n\x1a\n"
