@@ -147,3 +147,20 @@ def test_gpu_script_names_only_existing_scripts_and_options() -> None:
                                    capture_output=True, text=True, check=True).stdout
         missing = {o for o in options if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", shown)}
         assert not missing, f"{command}: {sorted(missing)} not in its --help"
+
+
+def test_class_stats_match_images_to_their_real_class_means(bench) -> None:
+    import torch
+
+    stats = bench("recovery_agreement").class_stats
+    g = torch.Generator().manual_seed(0)
+    means = torch.rand(3, 3, 8, 8, generator=g)                      # three classes' real mean images
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    images = (0.5 * means[labels] + 0.2).clamp(0, 1)                  # dimmer, brighter copies: same shapes
+    own = stats(images, labels, means)
+    assert own.nearest == 100.0                                       # correlation ignores brightness and contrast
+    assert stats(images, (labels + 1) % 3, means).nearest == 0.0      # every label names another class
+    assert own.mean == pytest.approx(images.mean().item())
+    assert own.std == pytest.approx(torch.stack([images[labels == k].std(0).mean() for k in range(3)]).mean().item())
+    big = torch.nn.functional.interpolate(images, size=(16, 16), mode="nearest")  # another resolution
+    assert stats(big, labels, means).nearest == 100.0
