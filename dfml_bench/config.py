@@ -172,20 +172,32 @@ def check_size(data: Any, what: str) -> None:
             stack.extend((v, depth + 1) for v in value)
 
 
-def load_profile(name_or_path: str) -> dict[str, Any]:
-    """A shipped profile by name (smoke, quick, paper) or a YAML file path."""
+def load_profile(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A shipped profile by name (smoke, quick, long, paper) or a YAML file path. A profile with
+    `base: NAME` (a shipped profile or a file, relative to this one) is that profile with its own
+    settings layered over it."""
     if name_or_path in PROFILES:
         text = resources.files("dfml_bench.profiles").joinpath(f"{name_or_path}.yaml").read_text()
-        data = yaml.safe_load(text) or {}
-        data["profile"] = name_or_path
-        return data
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        data = load_yaml(path)
-        data.setdefault("profile", path.stem)
-        return data
-    raise ConfigError(f"unknown profile '{name_or_path}'." + did_you_mean(name_or_path, PROFILES)
-                      + " A profile is one of those names or a YAML file.")
+        data, name, here = yaml.safe_load(text) or {}, name_or_path, None
+    else:
+        path = Path(name_or_path)
+        if not (path.suffix in (".yaml", ".yml") or path.exists()):
+            raise ConfigError(f"unknown profile '{name_or_path}'." + did_you_mean(name_or_path, PROFILES)
+                              + " A profile is one of those names or a YAML file.")
+        data, name, here = load_yaml(path), path.stem, path.parent
+    base = data.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"profile '{name}': `base` must name a profile (e.g. base: quick), not {shown(base)}.")
+        if here is not None and base not in PROFILES and not Path(base).is_absolute():
+            base = str(here / base)
+        if base in _chain or len(_chain) > 8:
+            raise ConfigError(f"profile '{name}': its `base` chain loops ({' -> '.join((*_chain, base))}); "
+                              "remove one `base`.")
+        data = deep_merge({k: v for k, v in load_profile(base, (*_chain, name_or_path)).items() if k != "profile"},
+                          data)
+    data["profile"] = name if here is None else data.get("profile", name)
+    return data
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -87,6 +87,20 @@ def test_config_file_layers_over_profile(tmp_path, registry) -> None:
     assert run["train"]["meta_batch_size"] == 2  # still the profile's
 
 
+def test_profile_file_layers_over_its_base(tmp_path, registry) -> None:
+    (tmp_path / "mid.yaml").write_text("base: smoke\ntrain: {meta_iterations: 7}\n")
+    (tmp_path / "top.yaml").write_text("base: mid.yaml\neval: {episodes: 3}\n")  # relative to this file
+    run = resolve_runs(build_raw_config(str(tmp_path / "top.yaml"), flags={"method": "maml_oracle"}), registry)[0]
+    assert run["train"]["meta_iterations"] == 7 and run["eval"]["episodes"] == 3
+    assert run["train"]["meta_batch_size"] == 2  # still smoke's
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="chain loops"):
+        build_raw_config(str(tmp_path / "loop.yaml"))
+    (tmp_path / "odd.yaml").write_text("base: [quick]\n")
+    with pytest.raises(ConfigError, match="must name a profile"):
+        build_raw_config(str(tmp_path / "odd.yaml"))
+
+
 def test_yaml_scenario_keeps_its_name_in_run_directories_and_progress_lines(tmp_path, glyph_cache) -> None:
     from click.testing import CliRunner
 
