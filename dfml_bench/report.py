@@ -130,7 +130,8 @@ def val_at(run: Mapping[str, Any], iteration: int) -> dict[str, Any] | None:
     mean only). None when the run has no validation up to `iteration`, or was trained for fewer
     meta-iterations without stopping early (a run cut short says nothing about `iteration`; an
     early-stopped or budget-stopped one would have stopped the same way, and a method that does
-    not train is the same at every length)."""
+    not train is the same at every length). Its ``queries`` and ``wall_time_s`` become those spent up
+    to `iteration` (the last metrics record at or before it)."""
     from dfml_bench.store import METRICS_FILE, VAL_EPISODES_FILE, log_dir, read_jsonl
 
     trained = run.get("meta_iterations")
@@ -150,16 +151,22 @@ def val_at(run: Mapping[str, Any], iteration: int) -> dict[str, Any] | None:
         acc = sum(sum(v) / len(v) for v in episodes.values()) / len(episodes)
         if best is None or acc > best[0]:
             best = (acc, it, episodes)
-    if best is None:  # an older record: the validations' means from the metrics, no episodes
-        for rec in read_jsonl(run_dir / METRICS_FILE):
-            acc, it = rec.get("val_acc"), rec.get("iteration")
-            if isinstance(acc, (int, float)) and isinstance(it, int) and it <= iteration \
-                    and (best is None or acc > best[0]):
-                best = (float(acc), it, None)
+    from_episodes = best is not None  # else an older record: the validations' means from the metrics
+    spent: dict[str, Any] = {}  # queries and wall time as of the last record up to `iteration`
+    for rec in read_jsonl(run_dir / METRICS_FILE):
+        acc, it = rec.get("val_acc"), rec.get("iteration")
+        if not isinstance(it, int) or it > iteration:
+            continue
+        spent.update({k: rec[k] for k in ("queries", "wall_time") if isinstance(rec.get(k), (int, float))})
+        if not from_episodes and isinstance(acc, (int, float)) and (best is None or acc > best[0]):
+            best = (float(acc), it, None)
     if best is None:
         return None
     acc, it, episodes = best
-    return {**run, "best_val_accuracy": acc, "best_iteration": it, "val_at": iteration,
+    cost = {"queries": spent["queries"]} if "queries" in spent else {}
+    if "wall_time" in spent:
+        cost["wall_time_s"] = spent["wall_time"]
+    return {**run, **cost, "best_val_accuracy": acc, "best_iteration": it, "val_at": iteration,
             "best_val_per_dataset": per_dataset_summary(episodes) if episodes else None}
 
 

@@ -251,7 +251,8 @@ def test_split_val_at_scores_each_run_up_to_an_iteration(tmp_path) -> None:
         d.mkdir(parents=True)
         last = curve[-1][1]
         (d / "result.json").write_text(json.dumps(with_val(record(method, seed, reference_episodes(seed)), last)))
-        metrics = [{"iteration": it, "val_acc": sum(eps) / len(eps)} for it, eps in curve]
+        metrics = [{"iteration": it, "val_acc": sum(eps) / len(eps), "queries": 1000 * it, "wall_time": it / 10}
+                   for it, eps in curve]
         (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
         if episodes_file:
             (d / "val_episodes.jsonl").write_text("".join(
@@ -289,6 +290,9 @@ def test_split_val_at_scores_each_run_up_to_an_iteration(tmp_path) -> None:
     assert float(early["bidf_mkd"]["diff"]) == pytest.approx(0.0, abs=1e-9)
     assert early["bidf_mkd"]["significant"] == "False" and late["bidf_mkd"]["significant"] == "True"
     assert float(late["bidf_mkd"]["diff"]) == pytest.approx(0.7 * 8 - 0.3 * 4)
+    # the cost shown is what a run had spent by N, not the whole run's
+    assert (float(early["bidf_mkd"]["queries"]), float(early["bidf_mkd"]["wall_time_s"])) == (100_000.0, 10.0)
+    assert (float(late["bidf_mkd"]["queries"]), float(late["bidf_mkd"]["wall_time_s"])) == (200_000.0, 20.0)
     # a record without per-validation episodes is scored from its metrics, and is unpaired
     assert float(early["old"]["mean"]) == 30.0 and float(late["old"]["mean"]) == 50.0
     assert "no per-episode records" in early["old"]["unpaired"]
