@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # Meta-iterations axis of the scale study: dev instance, SS 5-way 1-shot, the quick profile
 # grown to 1000 meta-iterations with meta-val (300 episodes) every 100; seeds 0-2.
-# The transfer probe bidf_mkd_real (real images in place of the inversion) runs 500 meta-iterations
-# and is compared with the others at 500 (`compare --at 500`).
 # Usage: bash run-iterations.sh RESULTS_DIR [SLOTS]   (runs SLOTS jobs at once, 1 torch thread each;
 # a finished run is skipped on a re-run, so the same command resumes the study)
 set -euo pipefail
@@ -17,6 +15,6 @@ jobs=()
 for s in 0 1 2; do jobs+=("$RUN --method bidf_mkd --seeds $s" "$RUN --method bidf_mkd_noise --seeds $s"); done
 jobs+=("$RUN --method random --seeds 0,1,2")
 for s in 0 1 2; do
-    jobs+=("$RUN --method bidf_mkd_real --seeds $s --set train.meta_iterations=500" "$RUN --method maml_oracle --seeds $s")
+    jobs+=("$RUN --method bidf_mkd_real --seeds $s" "$RUN --method maml_oracle --seeds $s")
 done
 printf '%s\n' "${jobs[@]}" | OMP_NUM_THREADS=1 xargs -d '\n' -P "$SLOTS" -I{} bash -c '{}'
