@@ -93,7 +93,7 @@ def _config_layers(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options `run` and `tune` share: the profile and config layers, the device and the data
     and cache directories."""
     for option in reversed((
-            click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml"),
+            click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | long | paper | FILE.yaml"),
             click.option("--config", "config_file", type=click.Path(dir_okay=False),
                          help="YAML file layered over the profile."),
             click.option("--device", help="auto | cpu | cuda | cuda:N  [default: auto]"),
@@ -612,7 +612,7 @@ def _pool_options(verb: str, workers_help: str) -> Any:
     how many processes train its APIs (--build-workers; --workers is its deprecated name)."""
     options = [
         click.option("--scenario", "-s", default="SS", show_default=True, help=f"Scenario whose pool to {verb}."),
-        click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | paper | FILE.yaml"),
+        click.option("--profile", "-p", default="quick", show_default=True, help="smoke | quick | long | paper | FILE.yaml"),
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="YAML file layered over the profile."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting."),

@@ -35,7 +35,7 @@ from dfml_bench.errors import ConfigError, did_you_mean, shown
 from dfml_bench.params import as_dict, build_params, component_fields, describe, param
 from dfml_bench.selection import parse_selection
 
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "long", "paper")
 DEFAULT_PROFILE = "quick"
 
 # Sections that select a component of a registry kind.

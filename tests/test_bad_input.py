@@ -187,7 +187,7 @@ def test_bounds_in_a_config_file_and_the_list_output(registry, tmp_path: Path) -
     assert (q.min, q.range_text()) == (1, ">= 1")
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "quick", "long", "paper"])
 def test_shipped_profiles_satisfy_every_bound(registry, profile: str) -> None:
     from dfml_bench.config import component_params
 

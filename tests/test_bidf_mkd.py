@@ -317,7 +317,7 @@ def _resolved(registry, method: str, *sets: str, profile: str = "smoke") -> dict
     return resolve_runs(build_raw_config(profile, sets=sets, flags={"method": method}), registry)[0]
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "quick", "long", "paper"])
 def test_bidf_mkd_is_the_protocols_method_in_every_profile(registry, profile) -> None:
     run = _resolved(registry, "bidf_mkd", profile=profile)
     params = run["method"]["params"]

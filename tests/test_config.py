@@ -87,6 +87,19 @@ def test_config_file_layers_over_profile(tmp_path, registry) -> None:
     assert run["train"]["meta_batch_size"] == 2  # still the profile's
 
 
+def test_long_profile_is_quick_trained_longer_and_validated_on_more_episodes(registry) -> None:
+    from dfml_bench.config import load_profile
+
+    quick, long = load_profile("quick"), load_profile("long")
+    assert long["profile"] == "long"
+    changed = ("meta_iterations", "val_episodes")
+    assert {k: v for k, v in long["train"].items() if k not in changed} == \
+        {k: v for k, v in quick["train"].items() if k not in changed}
+    assert (long["train"]["meta_iterations"], long["train"]["val_episodes"]) == (1000, 300)
+    assert {k: v for k, v in long.items() if k not in ("train", "profile")} == \
+        {k: v for k, v in quick.items() if k not in ("train", "profile")}
+
+
 def test_profile_file_layers_over_its_base(tmp_path, registry) -> None:
     (tmp_path / "mid.yaml").write_text("base: smoke\ntrain: {meta_iterations: 7}\n")
     (tmp_path / "top.yaml").write_text("base: mid.yaml\neval: {episodes: 3}\n")  # relative to this file

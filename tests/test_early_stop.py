@@ -92,7 +92,7 @@ def test_train_settings_per_method_override_the_shared_ones_for_that_method_only
     assert {k: v for k, v in trains["maml_oracle"].items() if k not in ("meta_iterations", "early_stop")} == shared
 
 
-@pytest.mark.parametrize("profile,cap", [("quick", 2000), ("paper", 100000)])
+@pytest.mark.parametrize("profile,cap", [("quick", 2000), ("long", 2000), ("paper", 100000)])
 def test_profiles_train_the_oracles_to_early_stopping_under_a_higher_cap(registry, profile, cap) -> None:
     raw = build_raw_config(profile, flags={"method": "maml_oracle,maml_oracle_proto,bidf_mkd"})
     trains = {r["method"]["name"]: r["train"] for r in resolve_runs(raw, registry)}
