@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Tabulate one grown axis (run-axis.sh) on meta-val at the quick length, 300 meta-iterations.
+# Usage: bash publish-axis.sh RESULTS_DIR NAME   (e.g. bash publish-axis.sh study-per_class per_class-12)
+#   copies the axis's finished rows (3 seeds) into NAME/runs, links the quick-scale baseline runs of
+#   iterations/runs beside them (the same settings but the axis's, trained 1000 and scored at 300),
+#   and writes NAME/vs-quick.{md,csv} (each row against the baseline bidf_mkd) and
+#   NAME/vs-floor.{md,csv} (each row against the grown axis's own noise floor, where it has one).
+set -euo pipefail
+SRC="${1:?usage: bash publish-axis.sh RESULTS_DIR NAME}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+AXIS="$HERE/${2:?usage: bash publish-axis.sh RESULTS_DIR NAME}"
+mkdir -p "$AXIS/runs"
+finished() { ls -d "$SRC"/runs/"$1"-SS-1shot-s*-*/result.json 2>/dev/null | wc -l; }
+for run in "$SRC"/runs/*/; do
+    [ -f "$run/result.json" ] || continue
+    method="$(basename "$run" | sed 's/-SS-1shot-.*//')"
+    [ "$(finished "$method")" -ge 3 ] || continue
+    dest="$AXIS/runs/$(basename "$run")"
+    mkdir -p "$dest"
+    for f in config.yaml metrics.jsonl result.json val_episodes.jsonl recovered.png; do
+        if [ -f "$run/$f" ]; then cp "$run/$f" "$dest/"; fi
+    done
+done
+for run in "$HERE"/iterations/runs/bidf_mkd-* "$HERE"/iterations/runs/bidf_mkd_noise-*; do
+    ln -sfn "../../iterations/runs/$(basename "$run")" "$AXIS/runs/$(basename "$run")"
+done
+# Row labels name the settings in which a method's runs differ; pick the references among them.
+labels="$(dfml-bench compare "$AXIS" --split val --at 300 --format csv | python3 -c '
+import csv, sys
+rows = [r["method"] for r in csv.DictReader(sys.stdin)]
+quick = next(m for m in rows if m.startswith("bidf_mkd [") and "meta_iterations=1000" in m)
+floor = [m for m in rows if m.startswith("bidf_mkd_noise [") and "meta_iterations=1000" not in m]
+print(quick); print(floor[0] if floor else "")')"
+QUICK="$(sed -n 1p <<< "$labels")"; FLOOR="$(sed -n 2p <<< "$labels")"
+for fmt in md csv; do
+    dfml-bench compare "$AXIS" --split val --at 300 --against "$QUICK" --format "$fmt" -o "$AXIS/vs-quick.$fmt"
+    if [ -n "$FLOOR" ]; then
+        dfml-bench compare "$AXIS" --split val --at 300 --against "$FLOOR" --format "$fmt" -o "$AXIS/vs-floor.$fmt"
+    fi
+done
+dfml-bench compare "$AXIS" --split val --at 300 --format md --plot "$AXIS/plots" -o /dev/null
