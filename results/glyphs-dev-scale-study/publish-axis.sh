@@ -9,18 +9,8 @@ set -euo pipefail
 SRC="${1:?usage: bash publish-axis.sh RESULTS_DIR NAME}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 AXIS="$HERE/${2:?usage: bash publish-axis.sh RESULTS_DIR NAME}"
-mkdir -p "$AXIS/runs"
-finished() { ls -d "$SRC"/runs/"$1"-SS-1shot-s*-*/result.json 2>/dev/null | wc -l; }
-for run in "$SRC"/runs/*/; do
-    [ -f "$run/result.json" ] || continue
-    method="$(basename "$run" | sed 's/-SS-1shot-.*//')"
-    [ "$(finished "$method")" -ge 3 ] || continue
-    dest="$AXIS/runs/$(basename "$run")"
-    mkdir -p "$dest"
-    for f in config.yaml metrics.jsonl result.json val_episodes.jsonl recovered.png; do
-        if [ -f "$run/$f" ]; then cp "$run/$f" "$dest/"; fi
-    done
-done
+. "$(dirname "$0")/copy-rows.sh"
+copy_rows "$SRC" "$AXIS"
 for run in "$HERE"/iterations/runs/bidf_mkd-* "$HERE"/iterations/runs/bidf_mkd_noise-*; do
     ln -sfn "../../iterations/runs/$(basename "$run")" "$AXIS/runs/$(basename "$run")"
 done

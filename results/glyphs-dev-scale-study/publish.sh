@@ -8,19 +8,8 @@
 set -euo pipefail
 SRC="${1:?usage: bash publish.sh RESULTS_DIR}"
 AXIS="$(dirname "$0")/iterations"
-mkdir -p "$AXIS/runs"
-# A row is published once all three of its seeds have finished; an unfinished run never is.
-finished() { ls -d "$SRC"/runs/"$1"-SS-1shot-s*-*/result.json 2>/dev/null | wc -l; }
-for run in "$SRC"/runs/*/; do
-    [ -f "$run/result.json" ] || continue
-    method="$(basename "$run" | sed 's/-SS-1shot-.*//')"
-    [ "$(finished "$method")" -ge 3 ] || continue
-    dest="$AXIS/runs/$(basename "$run")"
-    mkdir -p "$dest"
-    for f in config.yaml metrics.jsonl result.json val_episodes.jsonl recovered.png; do
-        if [ -f "$run/$f" ]; then cp "$run/$f" "$dest/"; fi
-    done
-done
+. "$(dirname "$0")/copy-rows.sh"
+copy_rows "$SRC" "$AXIS"
 have() { ls "$AXIS/runs" | grep -q "^$1-"; }
 ROWS=random,bidf_mkd_noise,bidf_mkd
 GAP=()

@@ -1,0 +1,16 @@
+# Sourced by publish.sh and publish-axis.sh: copy_rows SRC DEST copies the records (no checkpoints)
+# of each finished run in SRC/runs whose method has all three seeds finished into DEST/runs;
+# an unfinished run, or a row still missing a seed, is never published.
+copy_rows() {
+    local src="$1" dest="$2" run method f
+    mkdir -p "$dest/runs"
+    for run in "$src"/runs/*/; do
+        [ -f "$run/result.json" ] || continue
+        method="$(basename "$run" | sed 's/-SS-1shot-.*//')"
+        [ "$(ls -d "$src"/runs/"$method"-SS-1shot-s*-*/result.json 2>/dev/null | wc -l)" -ge 3 ] || continue
+        mkdir -p "$dest/runs/$(basename "$run")"
+        for f in config.yaml metrics.jsonl result.json val_episodes.jsonl recovered.png; do
+            if [ -f "$run/$f" ]; then cp "$run/$f" "$dest/runs/$(basename "$run")/"; fi
+        done
+    done
+}
