@@ -12,8 +12,8 @@ to label it: images that carry the class convince those peers; images fitted to 
 API's quirks do not.
 
 `--class-stats` (glyphs pools) compares the recovered images of each class with real meta-train
-images of that class, in pixel space: the share of recovered images whose nearest real class-mean
-image (among the API's classes) is their own class's, and the mean and spread of their pixel
+images of that class, in pixel space: the share of recovered images that correlate most with their
+own class's real mean image (among the API's classes), and the mean and spread of their pixel
 values. The same figures for held-out real images of the class and for API-labelled uniform noise
 (what `bidf_mkd_noise` trains on), computed in the same run, bracket them.
 """
@@ -37,7 +37,7 @@ from dfml_plugins.datasets.glyphs.dataset import build_glyphs
 from dfml_plugins.estimators.zeroth_order import ZOParams
 from dfml_plugins.estimators.zeroth_order.estimator import WhiteBoxGradient, ZOForward
 from dfml_plugins.recoverers.generator import GeneratorRecovererParams
-from dfml_plugins.recoverers.generator.recoverer import GeneratorRecoverer
+from dfml_plugins.recoverers.generator.recoverer import GeneratorRecoverer, NoiseRecoverer
 
 
 def main(argv: list[str] | None = None) -> list[float]:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> list[float]:
                          "only the source API's quirks?)")
     ap.add_argument("--class-stats", action="store_true",
                     help="also compare each class's recovered images with real meta-train images of the class "
-                         "(pixel-space nearest class mean, pixel mean and spread), beside held-out real images and "
+                         "(the real class-mean image each correlates with most, pixel mean and spread), beside held-out real images and "
                          "API-labelled noise")
     ap.add_argument("--instance", default="dev", help="glyphs instance the pool was built on (for --class-stats)")
     ap.add_argument("--threads", type=int, default=1)
@@ -91,15 +91,12 @@ def main(argv: list[str] | None = None) -> list[float]:
             g = torch.Generator().manual_seed(10_000 + i)
             real = [train_images(train, c) for c in infos[i].classes]
             means = torch.stack([r[: len(r) // 2].mean(0) for r in real])  # the first half defines the class means
-            held_out = torch.cat([r[len(r) // 2:][: a.per_class] for r in real])
-            held_labels = torch.cat([torch.full((len(r[len(r) // 2:][: a.per_class]),), k) for k, r in enumerate(real)])
-            noise = torch.rand(len(found.images), *found.images.shape[1:], generator=g)
-            with torch.no_grad():
-                out = api.query(noise)
-            noise_labels = out if out.dim() == 1 else out.argmax(1)
+            held = [r[len(r) // 2:][: a.per_class] for r in real]
+            held_labels = torch.cat([torch.full((len(h),), k) for k, h in enumerate(held)])
+            noise = NoiseRecoverer().recover(api, estimator, a.per_class, infos[i].input_size, g)  # the floor's data
             stats["recovered"].append(class_stats(found.images, found.labels, means))
-            stats["real, held out"].append(class_stats(held_out, held_labels, means))
-            stats["API-labelled noise"].append(class_stats(noise, noise_labels, means))
+            stats["real, held out"].append(class_stats(torch.cat(held), held_labels, means))
+            stats["API-labelled noise"].append(class_stats(noise.images, noise.labels, means))
         if a.peers:
             peer_agreement(pool, infos, i, found.images, torch.tensor(infos[i].classes)[found.labels], cross,
                            peer_ledger)
