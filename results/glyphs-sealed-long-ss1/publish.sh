@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Tabulate the sealed `long` evaluation from its finished runs (meta-test of the sealed instance).
+# Usage: bash publish.sh RESULTS_DIR   (RESULTS_DIR as given to run.sh)
+#   copies every row with 3 finished seeds into runs/ (records only), adds the ceiling's runs from
+#   ../glyphs-sealed-quick-ss1 (maml_oracle trains to 2,000 meta-iterations under both profiles),
+#   and writes table.{md,csv} (against bidf_mkd_noise), table-vs-bidf_mkd.{md,csv}, the plots, and
+#   vs-quick/table.{md,csv}: each long row paired with the same method's quick sealed runs.
+set -euo pipefail
+SRC="${1:?usage: bash publish.sh RESULTS_DIR}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+QUICK="$HERE/../glyphs-sealed-quick-ss1"
+. "$HERE/../glyphs-dev-scale-study/copy-rows.sh"
+copy_rows "$SRC" "$HERE"
+for run in "$QUICK"/runs/maml_oracle-*; do
+    mkdir -p "$HERE/runs/$(basename "$run")"
+    cp "$run"/{config.yaml,metrics.jsonl,result.json} "$HERE/runs/$(basename "$run")/"
+done
+rows=random,bidf_mkd_noise,bidf_mkd
+for m in bidf_mkd_plus kd; do if ls "$HERE/runs" | grep -q "^$m-"; then rows="$rows,$m"; fi; done
+rows="$rows,maml_oracle"
+G=(--gap random:maml_oracle)
+for fmt in md csv; do
+    dfml-bench compare "$HERE" -m "$rows" "${G[@]}" --against bidf_mkd_noise --format "$fmt" -o "$HERE/table.$fmt"
+    dfml-bench compare "$HERE" -m "$rows" --against bidf_mkd --format "$fmt" -o "$HERE/table-vs-bidf_mkd.$fmt"
+done
+dfml-bench compare "$HERE" -m "$rows" --format md --plot "$HERE/plots" -o /dev/null
+# The quick sealed runs beside the long ones: each label names its profile's settings.
+VQ="$HERE/vs-quick"
+rm -rf "$VQ/runs"; mkdir -p "$VQ/runs"
+for m in bidf_mkd_noise bidf_mkd; do
+    for run in "$HERE"/runs/"$m"-SS-* "$QUICK"/runs/"$m"-SS-*; do
+        ln -sfn "$(realpath --relative-to="$VQ/runs" "$run")" "$VQ/runs/$(basename "$run")"
+    done
+done
+dfml-bench compare "$VQ" --format csv | python3 -c '
+import csv, sys
+for r in csv.DictReader(sys.stdin): print(r["method"])'
