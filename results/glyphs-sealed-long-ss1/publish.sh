@@ -32,6 +32,9 @@ for m in bidf_mkd_noise bidf_mkd; do
         ln -sfn "$(realpath --relative-to="$VQ/runs" "$run")" "$VQ/runs/$(basename "$run")"
     done
 done
-dfml-bench compare "$VQ" --format csv | python3 -c '
+REF="$(dfml-bench compare "$VQ" --format csv | python3 -c '
 import csv, sys
-for r in csv.DictReader(sys.stdin): print(r["method"])'
+print(next(r["method"] for r in csv.DictReader(sys.stdin) if r["method"].startswith("bidf_mkd [profile=quick")))')"
+for fmt in md csv; do
+    dfml-bench compare "$VQ" --against "$REF" --format "$fmt" -o "$VQ/table.$fmt"
+done
