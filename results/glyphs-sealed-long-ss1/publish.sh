@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tabulate the sealed `long` evaluation from its finished runs (meta-test of the sealed instance).
 # Usage: bash publish.sh RESULTS_DIR   (RESULTS_DIR as given to run.sh)
-#   copies every row with 3 finished seeds into runs/ (records only), adds the ceiling's runs from
+#   copies every row with 3 finished seeds into runs/ (records only), links the ceiling's runs from
 #   ../glyphs-sealed-quick-ss1 (maml_oracle trains to 2,000 meta-iterations under both profiles),
 #   and writes table.{md,csv} (against bidf_mkd_noise), table-vs-bidf_mkd.{md,csv}, the plots, and
 #   vs-quick/table.{md,csv}: each long row paired with the same method's quick sealed runs.
@@ -12,8 +12,7 @@ QUICK="$HERE/../glyphs-sealed-quick-ss1"
 . "$HERE/../glyphs-dev-scale-study/copy-rows.sh"
 copy_rows "$SRC" "$HERE"
 for run in "$QUICK"/runs/maml_oracle-*; do
-    mkdir -p "$HERE/runs/$(basename "$run")"
-    cp "$run"/{config.yaml,metrics.jsonl,result.json} "$HERE/runs/$(basename "$run")/"
+    ln -sfn "../../glyphs-sealed-quick-ss1/runs/$(basename "$run")" "$HERE/runs/$(basename "$run")"
 done
 rows=random,bidf_mkd_noise,bidf_mkd
 for m in bidf_mkd_plus kd; do if ls "$HERE/runs" | grep -q "^$m-"; then rows="$rows,$m"; fi; done
