@@ -3,7 +3,8 @@
 # Usage: bash publish.sh RESULTS_DIR   (RESULTS_DIR as given to run.sh)
 #   copies every row with 3 finished seeds into runs/ (records only), links the ceiling's runs from
 #   ../glyphs-sealed-quick-ss1 (maml_oracle trains to 2,000 meta-iterations under both profiles),
-#   and writes table.{md,csv} (against bidf_mkd_noise), table-vs-bidf_mkd.{md,csv}, the plots, and
+#   and writes table.{md,csv} (against bidf_mkd_noise), table-vs-bidf_mkd.{md,csv}, table-vs-bidf_mkd_plus_noise.{md,csv}
+#   (when the variant's floor has run), the plots, and
 #   vs-quick/table.{md,csv}: each long row paired with the same method's quick sealed runs.
 set -euo pipefail
 SRC="${1:?usage: bash publish.sh RESULTS_DIR}"
@@ -15,12 +16,15 @@ for run in "$QUICK"/runs/maml_oracle-*; do
     ln -sfn "../../glyphs-sealed-quick-ss1/runs/$(basename "$run")" "$HERE/runs/$(basename "$run")"
 done
 rows=random,bidf_mkd_noise,bidf_mkd
-for m in bidf_mkd_plus kd; do if ls "$HERE/runs" | grep -q "^$m-"; then rows="$rows,$m"; fi; done
+for m in bidf_mkd_plus_noise bidf_mkd_plus kd; do if ls "$HERE/runs" | grep -q "^$m-"; then rows="$rows,$m"; fi; done
 rows="$rows,maml_oracle"
 G=(--gap random:maml_oracle)
 for fmt in md csv; do
     dfml-bench compare "$HERE" -m "$rows" "${G[@]}" --against bidf_mkd_noise --format "$fmt" -o "$HERE/table.$fmt"
     dfml-bench compare "$HERE" -m "$rows" --against bidf_mkd --format "$fmt" -o "$HERE/table-vs-bidf_mkd.$fmt"
+    if [[ ",$rows," == *",bidf_mkd_plus_noise,"* ]]; then
+        dfml-bench compare "$HERE" -m "$rows" --against bidf_mkd_plus_noise --format "$fmt" -o "$HERE/table-vs-bidf_mkd_plus_noise.$fmt"
+    fi
 done
 dfml-bench compare "$HERE" -m "$rows" --format md --plot "$HERE/plots" -o /dev/null
 # The quick sealed runs beside the long ones: each label names its profile's settings.

@@ -15,4 +15,8 @@ dfml-bench pool build --scenario SS --instance sealed --no-progress
 jobs=()
 for s in 0 1 2; do jobs+=("$RUN --method bidf_mkd --seeds $s" "$RUN --method bidf_mkd_noise --seeds $s"); done
 jobs+=("$RUN --method random --seeds 0,1,2")
+# The suite's variant and its own noise floor, run once its departures had been judged on dev
+# meta-val (results/glyphs-dev-scale-study, "The suite's variant").
+for s in 0 1 2; do jobs+=("$RUN --method bidf_mkd_plus --seeds $s"); done
+for s in 0 1 2; do jobs+=("$RUN --method bidf_mkd_plus_noise --seeds $s"); done
 printf '%s\n' "${jobs[@]}" | OMP_NUM_THREADS=1 xargs -d '\n' -P "$SLOTS" -I{} bash -c '{}'
