@@ -78,6 +78,8 @@ CURVE_AXES = {
     "wall_time": ("wall_time", "wall time (s, as recorded: machine and load dependent)", "time", "wall time"),
     "iteration": ("iteration", "meta-iterations", "iterations", "meta-iterations"),
 }
+#: Longest method label drawn at its curve's end; a longer one moves all labels into a legend.
+DIRECT_LABEL_CHARS = 28
 
 
 def val_curve(run_dir: Path, x: str = "queries") -> list[tuple[int, float, float]]:
@@ -129,7 +131,19 @@ def curve_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str)
     """Mean val curve per method against `x` (CURVE_AXES), the seeds' range shaded; a method that
     never moves along x (no queries, a single validation) is a dashed reference level at its best
     val accuracy."""
-    _, xlabel, name, subject = CURVE_AXES[x]
+    _, _, name, subject = CURVE_AXES[x]
+    fig = curve_figure(scenario, shots, runs, x)
+    if fig is None:
+        return None
+    caption = f"{scenario} {shots}-shot: meta-val accuracy against the {subject} spent so far"
+    return Plot(f"{name}-{scenario}-{shots}shot.png", caption, _png(fig))
+
+
+def curve_figure(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str) -> Any:
+    """The figure of :func:`curve_plot` (None without any curve). Short method labels sit at their
+    curves' ends; longer ones (rows labelled by their settings) go in a legend below the axes, so
+    that the axes keep the figure's width."""
+    _, xlabel, _, subject = CURVE_AXES[x]
     methods: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
         methods.setdefault(_label(r), []).append(r)
@@ -144,7 +158,8 @@ def curve_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str)
             flat[label] = sum(max(a for _, _, a in c) for c in curves) / len(curves)
     if not lines and not flat:
         return None
-    fig = _figure(7.5, 4.2)
+    direct = max(map(len, lines), default=0) <= DIRECT_LABEL_CHARS
+    fig = _figure(7.5, 4.2 if direct else 4.4 + 0.22 * len(lines))
     ax = fig.add_subplot()
     colors = iter(_palette())
     xs = [q for pts in lines.values() for q, *_ in pts if q > 0]
@@ -154,28 +169,31 @@ def curve_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str)
         pts = [p for p in pts if p[0] > 0 or not log]
         if not pts:
             continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=2, color=color)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=2, color=color, label=label)
         if any(p[3] > p[2] for p in pts):  # several seeds: their range
             ax.fill_between([p[0] for p in pts], [p[2] for p in pts], [p[3] for p in pts], color=color,
                             alpha=0.15, lw=0)
-        ax.annotate(f" {label}", pts[-1][:2], color=color, fontsize=9, fontweight="bold", va="center")
+        if direct:
+            ax.annotate(f" {label}", pts[-1][:2], color=color, fontsize=9, fontweight="bold", va="center")
     for label, level in flat.items():
         color = next(colors)
         ax.axhline(level, ls="--", lw=1.5, color=color)
         note = "no queries" if x == "queries" else "no training"
         ax.annotate(f"{label}: {level:.1f}% ({note})", (0.01, level), xycoords=("axes fraction", "data"),
                     color=color, fontsize=8, va="bottom")
+    room = 4 if direct else 1.5  # room to the right for the end labels
     if log:
         ax.set_xscale("log")
-        ax.set_xlim(min(xs) / 1.5, max(xs) * 4)  # room for the end labels
+        ax.set_xlim(min(xs) / 1.5, max(xs) * room)
     elif xs:
-        ax.set_xlim(0, max(xs) * 1.3)  # room for the end labels, nothing below 0
+        ax.set_xlim(0, max(xs) * (1.3 if direct else 1.05))  # nothing below 0
+    if not direct and lines:
+        fig.legend(loc="outside lower center", fontsize=8, frameon=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("meta-val accuracy (%)")
     ax.set_title(f"{scenario} {shots}-shot: accuracy vs {subject} (mean over seeds, range shaded)")
     ax.grid(alpha=0.3)
-    caption = f"{scenario} {shots}-shot: meta-val accuracy against the {subject} spent so far"
-    return Plot(f"{name}-{scenario}-{shots}shot.png", caption, _png(fig))
+    return fig
 
 
 def _palette() -> list[str]:

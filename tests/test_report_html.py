@@ -176,3 +176,19 @@ def test_iteration_curves_average_seeds_and_keep_their_range(results: Path) -> N
     assert plots._mean_curve([seed0, seed1]) == [(0.0, 42.0, 40.0, 44.0), (100.0, 48.0, 46.0, 50.0)]
     plot = plots.iterations_plot("SS", 1, [{"method": "bidf_mkd", "access": "black_box", "run_dir": str(run)}])
     assert plot is not None and plot.name == "iterations-SS-1shot.png" and plot.png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_long_row_labels_move_to_a_legend_and_the_axes_keep_the_width(results: Path) -> None:
+    from dfml_bench import plots
+
+    run = next((results / "runs").glob("bidf_mkd-SS-1shot-s0-*"))
+    short = [{"method": "bidf_mkd", "access": "black_box", "run_dir": str(run)}]
+    long = [{"method": "bidf_mkd [generator.iterations=90, train.meta_iterations=300]", "access": "black_box",
+             "run_dir": str(run)}]
+    for rows, legend in ((short, False), (long, True)):
+        fig = plots.curve_figure("SS", 1, rows, "iteration")
+        fig.canvas.draw()
+        assert bool(fig.legends) is legend
+        labels = [t.get_text().strip() for t in fig.axes[0].texts]
+        assert labels == ([] if legend else ["bidf_mkd"])
+        assert fig.axes[0].get_position().width > 0.75  # end labels no longer squeeze the axes
