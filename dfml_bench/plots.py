@@ -181,12 +181,12 @@ def curve_figure(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: st
         note = "no queries" if x == "queries" else "no training"
         ax.annotate(f"{label}: {level:.1f}% ({note})", (0.01, level), xycoords=("axes fraction", "data"),
                     color=color, fontsize=8, va="bottom")
-    room = 4 if direct else 1.5  # room to the right for the end labels
+    log_room, linear_room = (4, 1.3) if direct else (1.5, 1.05)  # room to the right for end labels
     if log:
         ax.set_xscale("log")
-        ax.set_xlim(min(xs) / 1.5, max(xs) * room)
+        ax.set_xlim(min(xs) / 1.5, max(xs) * log_room)
     elif xs:
-        ax.set_xlim(0, max(xs) * (1.3 if direct else 1.05))  # nothing below 0
+        ax.set_xlim(0, max(xs) * linear_room)  # nothing below 0
     if not direct and lines:
         fig.legend(loc="outside lower center", fontsize=8, frameon=False)
     ax.set_xlabel(xlabel)
