@@ -1,4 +1,4 @@
-# Sourced by publish.sh and publish-axis.sh: copy_rows SRC DEST copies the records (no checkpoints)
+# Sourced by the publish scripts. copy_rows SRC DEST copies the records (no checkpoints)
 # of each finished run in SRC/runs whose method has all three seeds finished into DEST/runs;
 # an unfinished run, or a row still missing a seed, is never published.
 copy_rows() {
@@ -14,3 +14,6 @@ copy_rows() {
         done
     done
 }
+
+# has_row DIR METHOD: whether DIR/runs holds runs of METHOD.
+has_row() { ls "$1/runs" | grep -q "^$2-"; }

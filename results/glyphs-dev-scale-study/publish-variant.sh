@@ -16,17 +16,16 @@ copy_rows "$SRC" "$OUT"
 for run in "$HERE"/iterations/runs/{random,bidf_mkd,bidf_mkd_noise}-SS-*; do
     ln -sfn "../../iterations/runs/$(basename "$run")" "$OUT/runs/$(basename "$run")"
 done
-have() { ls "$OUT/runs" | grep -q "^$1-SS-"; }
 rows=random,bidf_mkd_noise,bidf_mkd
-for m in bidf_mkd_plus_noise bidf_mkd_plus; do if have "$m"; then rows="$rows,$m"; fi; done
+for m in bidf_mkd_plus_noise bidf_mkd_plus; do if has_row "$OUT" "$m"; then rows="$rows,$m"; fi; done
 ablations=""
 for a in no_permute memory_replay no_filter all_support; do
-    if have "bidf_mkd_plus_$a"; then ablations="$ablations,bidf_mkd_plus_$a"; fi
+    if has_row "$OUT" "bidf_mkd_plus_$a"; then ablations="$ablations,bidf_mkd_plus_$a"; fi
 done
 for fmt in md csv; do
     for n in 300 1000; do
         dfml-bench compare "$OUT" --split val --at "$n" -m "$rows" --against bidf_mkd --format "$fmt" -o "$OUT/val-at-$n.$fmt"
-        if have bidf_mkd_plus_noise; then
+        if has_row "$OUT" bidf_mkd_plus_noise; then
             dfml-bench compare "$OUT" --split val --at "$n" -m "$rows" --against bidf_mkd_plus_noise \
                 --format "$fmt" -o "$OUT/floor-at-$n.$fmt"
         fi

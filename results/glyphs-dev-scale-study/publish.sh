@@ -10,17 +10,16 @@ SRC="${1:?usage: bash publish.sh RESULTS_DIR}"
 AXIS="$(dirname "$0")/iterations"
 . "$(dirname "$0")/copy-rows.sh"
 copy_rows "$SRC" "$AXIS"
-have() { ls "$AXIS/runs" | grep -q "^$1-"; }
 ROWS=random,bidf_mkd_noise,bidf_mkd
 GAP=()
-if have maml_oracle; then ROWS="$ROWS,maml_oracle"; GAP=(--gap random:maml_oracle); fi
+if has_row "$AXIS" maml_oracle; then ROWS="$ROWS,maml_oracle"; GAP=(--gap random:maml_oracle); fi
 for n in 100 200 300 400 500 600 700 800 900 1000; do
     for fmt in md csv; do
         dfml-bench compare "$AXIS" --split val --at "$n" -m "$ROWS" "${GAP[@]}" --against bidf_mkd_noise \
             --format "$fmt" -o "$AXIS/val-at-$n.$fmt"
     done
 done
-if have bidf_mkd_real; then
+if has_row "$AXIS" bidf_mkd_real; then
     for n in 300 1000; do
         for fmt in md csv; do
             dfml-bench compare "$AXIS" --split val --at "$n" -m bidf_mkd_noise,bidf_mkd,bidf_mkd_real --against bidf_mkd \
@@ -28,7 +27,7 @@ if have bidf_mkd_real; then
         done
     done
 fi
-AGREE=bidf_mkd; if have bidf_mkd_real; then AGREE="$AGREE,bidf_mkd_real"; fi
+AGREE=bidf_mkd; if has_row "$AXIS" bidf_mkd_real; then AGREE="$AGREE,bidf_mkd_real"; fi
 dfml-bench compare "$AXIS" --metric agreement -m "$AGREE" --format md -o "$AXIS/agreement.md"
 dfml-bench compare "$AXIS" --split val --at 1000 --format md --plot "$AXIS/plots" -o /dev/null
 # One line per length N: the two rows and their paired difference, from the val-at-N tables.

@@ -16,13 +16,13 @@ for run in "$QUICK"/runs/maml_oracle-*; do
     ln -sfn "../../glyphs-sealed-quick-ss1/runs/$(basename "$run")" "$HERE/runs/$(basename "$run")"
 done
 rows=random,bidf_mkd_noise,bidf_mkd
-for m in bidf_mkd_plus_noise bidf_mkd_plus kd; do if ls "$HERE/runs" | grep -q "^$m-"; then rows="$rows,$m"; fi; done
+for m in bidf_mkd_plus_noise bidf_mkd_plus kd; do if has_row "$HERE" "$m"; then rows="$rows,$m"; fi; done
 rows="$rows,maml_oracle"
 G=(--gap random:maml_oracle)
 for fmt in md csv; do
     dfml-bench compare "$HERE" -m "$rows" "${G[@]}" --against bidf_mkd_noise --format "$fmt" -o "$HERE/table.$fmt"
     dfml-bench compare "$HERE" -m "$rows" --against bidf_mkd --format "$fmt" -o "$HERE/table-vs-bidf_mkd.$fmt"
-    if [[ ",$rows," == *",bidf_mkd_plus_noise,"* ]]; then
+    if has_row "$HERE" bidf_mkd_plus_noise; then
         dfml-bench compare "$HERE" -m "$rows" --against bidf_mkd_plus_noise --format "$fmt" -o "$HERE/table-vs-bidf_mkd_plus_noise.$fmt"
     fi
 done
