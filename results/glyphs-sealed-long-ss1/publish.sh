@@ -4,7 +4,7 @@
 #   copies every row with 3 finished seeds into runs/ (records only), links the ceiling's runs from
 #   ../glyphs-sealed-quick-ss1 (maml_oracle trains to 2,000 meta-iterations under both profiles),
 #   and writes table.{md,csv} (against bidf_mkd_noise), table-vs-bidf_mkd.{md,csv}, table-vs-bidf_mkd_plus_noise.{md,csv}
-#   (when the variant's floor has run), the plots, and
+#   (when the variant's floor has run), table-vs-kd.{md,csv} (when kd has run), the plots, and
 #   vs-quick/table.{md,csv}: each long row paired with the same method's quick sealed runs.
 set -euo pipefail
 SRC="${1:?usage: bash publish.sh RESULTS_DIR}"
@@ -22,6 +22,9 @@ G=(--gap random:maml_oracle)
 for fmt in md csv; do
     dfml-bench compare "$HERE" -m "$rows" "${G[@]}" --against bidf_mkd_noise --format "$fmt" -o "$HERE/table.$fmt"
     dfml-bench compare "$HERE" -m "$rows" --against bidf_mkd --format "$fmt" -o "$HERE/table-vs-bidf_mkd.$fmt"
+    if has_row "$HERE" kd; then
+        dfml-bench compare "$HERE" -m "$rows" --against kd --format "$fmt" -o "$HERE/table-vs-kd.$fmt"
+    fi
     if has_row "$HERE" bidf_mkd_plus_noise; then
         dfml-bench compare "$HERE" -m "$rows" --against bidf_mkd_plus_noise --format "$fmt" -o "$HERE/table-vs-bidf_mkd_plus_noise.$fmt"
     fi

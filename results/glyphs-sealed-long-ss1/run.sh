@@ -19,4 +19,8 @@ jobs+=("$RUN --method random --seeds 0,1,2")
 # meta-val (results/glyphs-dev-scale-study, "The suite's variant").
 for s in 0 1 2; do jobs+=("$RUN --method bidf_mkd_plus --seeds $s"); done
 for s in 0 1 2; do jobs+=("$RUN --method bidf_mkd_plus_noise --seeds $s"); done
+# The distillation baseline at bidf_mkd's query count: its tuned setting (a recovery every
+# meta-iteration) under a 3.8e6 budget stops after 30 meta-iterations (../glyphs-dev-scale-study/run-kd.sh).
+KD="--config $(cd "$(dirname "$0")/../glyphs-sealed-quick-ss1/tuning/kd" && pwd)/winner.yaml --budget 3.8e6"
+for s in 0 1 2; do jobs+=("$RUN --method kd $KD --seeds $s"); done
 printf '%s\n' "${jobs[@]}" | OMP_NUM_THREADS=1 xargs -d '\n' -P "$SLOTS" -I{} bash -c '{}'
