@@ -80,6 +80,8 @@ CURVE_AXES = {
 }
 #: Longest method label drawn at its curve's end; a longer one moves all labels into a legend.
 DIRECT_LABEL_CHARS = 28
+#: Vertical room one end label takes, in points (9 pt bold text and a little air).
+END_LABEL_PT = 11.0
 
 
 def val_curve(run_dir: Path, x: str = "queries") -> list[tuple[int, float, float]]:
@@ -164,6 +166,7 @@ def curve_figure(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: st
     colors = iter(_palette())
     xs = [q for pts in lines.values() for q, *_ in pts if q > 0]
     log = bool(xs) and max(xs) / min(xs) > 50
+    ends: list[tuple[float, float, str, str]] = []  # (x, y, label, colour) of each curve's last point
     for label, pts in lines.items():
         color = next(colors)
         pts = [p for p in pts if p[0] > 0 or not log]
@@ -174,7 +177,7 @@ def curve_figure(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: st
             ax.fill_between([p[0] for p in pts], [p[2] for p in pts], [p[3] for p in pts], color=color,
                             alpha=0.15, lw=0)
         if direct:
-            ax.annotate(f" {label}", pts[-1][:2], color=color, fontsize=9, fontweight="bold", va="center")
+            ends.append((pts[-1][0], pts[-1][1], label, color))
     for label, level in flat.items():
         color = next(colors)
         ax.axhline(level, ls="--", lw=1.5, color=color)
@@ -187,6 +190,13 @@ def curve_figure(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: st
         ax.set_xlim(min(xs) / 1.5, max(xs) * log_room)
     elif xs:
         ax.set_xlim(0, max(xs) * linear_room)  # nothing below 0
+    if ends:
+        low, high = ax.get_ylim()
+        axes_pt = ax.get_position().height * fig.get_figheight() * 72
+        gap = (high - low) * END_LABEL_PT / axes_pt  # one label's height in data units
+        for (x_end, y_end, label, color), y in zip(ends, spread([e[1] for e in ends], gap)):
+            ax.annotate(f" {label}", (x_end, y_end), xytext=(x_end, y), color=color, fontsize=9,
+                        fontweight="bold", va="center")  # anchored at the curve's end, so never clipped
     if not direct and lines:
         fig.legend(loc="outside lower center", fontsize=8, frameon=False)
     ax.set_xlabel(xlabel)
@@ -194,6 +204,28 @@ def curve_figure(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: st
     ax.set_title(f"{scenario} {shots}-shot: accuracy vs {subject} (mean over seeds, range shaded)")
     ax.grid(alpha=0.3)
     return fig
+
+
+def spread(ys: list[float], gap: float) -> list[float]:
+    """Label heights near `ys`, in the same order, at least `gap` apart: each cluster of labels
+    closer than `gap` is spaced evenly around its mean, so that no end label hides another."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    groups: list[list[int]] = []  # runs of labels, each packed `gap` apart around its mean
+    for i in order:
+        groups.append([i])
+        while len(groups) > 1:
+            a, b = groups[-2], groups[-1]
+            top_a = sum(ys[j] for j in a) / len(a) + gap * (len(a) - 1) / 2
+            bottom_b = sum(ys[j] for j in b) / len(b) - gap * (len(b) - 1) / 2
+            if bottom_b - top_a >= gap:
+                break
+            groups[-2:] = [a + b]
+    out = [0.0] * len(ys)
+    for g in groups:
+        centre = sum(ys[j] for j in g) / len(g)
+        for k, j in enumerate(g):
+            out[j] = centre + gap * (k - (len(g) - 1) / 2)
+    return out
 
 
 def _palette() -> list[str]:

@@ -192,3 +192,16 @@ def test_long_row_labels_move_to_a_legend_and_the_axes_keep_the_width(results: P
         labels = [t.get_text().strip() for t in fig.axes[0].texts]
         assert labels == ([] if legend else ["bidf_mkd"])
         assert fig.axes[0].get_position().width > 0.75  # end labels no longer squeeze the axes
+
+
+def test_end_labels_of_curves_ending_together_do_not_overlap(results: Path) -> None:
+    from dfml_bench import plots
+
+    assert plots.spread([5.0, 5.0, 9.0], 1.0) == [4.5, 5.5, 9.0]  # a tie is spread about its mean
+    assert plots.spread([0.0, 5.0, 5.2, 10.0], 1.0) == pytest.approx([0.0, 4.6, 5.6, 10.0])
+    runs = sorted((results / "runs").glob("*-SS-1shot-s0-*"))
+    rows = [{"method": name, "access": "black_box", "run_dir": str(runs[0])} for name in ("a", "b", "c")]
+    fig = plots.curve_figure("SS", 1, rows, "iteration")  # three identical curves
+    fig.canvas.draw()
+    boxes = sorted((t.get_window_extent() for t in fig.axes[0].texts), key=lambda b: b.y0)
+    assert len(boxes) == 3 and all(lo.y1 <= hi.y0 + 1 for lo, hi in zip(boxes, boxes[1:]))
