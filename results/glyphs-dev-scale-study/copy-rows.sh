@@ -17,3 +17,14 @@ copy_rows() {
 
 # has_row DIR METHOD: whether DIR/runs holds runs of METHOD.
 has_row() { ls "$1/runs" | grep -q "^$2-"; }
+
+# link_axis1 DEST METHOD...: link the meta-iterations axis's runs of each METHOD into DEST/runs.
+link_axis1() {
+    local dest="$1" method run
+    shift
+    for method in "$@"; do
+        for run in "$(dirname "${BASH_SOURCE[0]}")"/iterations/runs/"$method"-SS-*; do
+            ln -sfn "../../iterations/runs/$(basename "$run")" "$dest/runs/$(basename "$run")"
+        done
+    done
+}

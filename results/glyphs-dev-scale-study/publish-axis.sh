@@ -12,9 +12,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 AXIS="$HERE/${2:?usage: bash publish-axis.sh RESULTS_DIR NAME}"
 . "$(dirname "$0")/copy-rows.sh"
 copy_rows "$SRC" "$AXIS"
-for run in "$HERE"/iterations/runs/bidf_mkd-* "$HERE"/iterations/runs/bidf_mkd_noise-*; do
-    ln -sfn "../../iterations/runs/$(basename "$run")" "$AXIS/runs/$(basename "$run")"
-done
+link_axis1 "$AXIS" bidf_mkd bidf_mkd_noise
 # Row labels name the settings in which a method's runs differ; pick the references among them.
 labels="$(dfml-bench compare "$AXIS" --split val --at 300 --format csv | python3 -c '
 import csv, sys

@@ -11,9 +11,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 DEST="$HERE/kd-budget"
 . "$HERE/copy-rows.sh"
 copy_rows "$SRC" "$DEST"
-for run in "$HERE"/iterations/runs/{random,bidf_mkd_noise,bidf_mkd}-SS-*; do
-    ln -sfn "../../iterations/runs/$(basename "$run")" "$DEST/runs/$(basename "$run")"
-done
+link_axis1 "$DEST" random bidf_mkd_noise bidf_mkd
 ROWS=random,bidf_mkd_noise,kd,bidf_mkd
 for fmt in md csv; do
     dfml-bench compare "$DEST" --split val --at 1000 -m "$ROWS" --against bidf_mkd_noise --format "$fmt" -o "$DEST/val.$fmt"

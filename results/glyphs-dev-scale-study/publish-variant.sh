@@ -13,9 +13,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 OUT="$HERE/variant"
 . "$HERE/copy-rows.sh"
 copy_rows "$SRC" "$OUT"
-for run in "$HERE"/iterations/runs/{random,bidf_mkd,bidf_mkd_noise}-SS-*; do
-    ln -sfn "../../iterations/runs/$(basename "$run")" "$OUT/runs/$(basename "$run")"
-done
+link_axis1 "$OUT" random bidf_mkd bidf_mkd_noise
 rows=random,bidf_mkd_noise,bidf_mkd
 for m in bidf_mkd_plus_noise bidf_mkd_plus; do if has_row "$OUT" "$m"; then rows="$rows,$m"; fi; done
 ablations=""
