@@ -65,12 +65,17 @@ def _holds_section_of(flat: Mapping[str, Any], key: str) -> bool:
 
 def label_variants(results: list[dict[str, Any]], configs: Mapping[str, Mapping[str, Any] | None]) -> None:
     """Relabel the runs of a method whose resolved configs differ (beyond seed, shots and code
-    version) as ``method [key=value, ...]``, naming the differing settings, so that a sweep
-    (e.g. several `--set estimator.zo_forward.q=Q` runs) is never averaged into one row as if
-    its runs were seeds. A setting counts as differing when the runs that have it disagree.
-    A setting that some runs lack while holding its section (an option the installed code no
-    longer declares, e.g. a renamed one: `with_current_defaults` has filled every declared one)
-    differs too, so such runs are not pooled with runs that never had it.
+    version) within one (instance, scenario, shots) column as ``method [key=value, ...]``, naming
+    the differing settings, so that a sweep (e.g. several `--set estimator.zo_forward.q=Q` runs)
+    is never averaged into one row as if its runs were seeds. Every run of such a method carries
+    the label, in every column, so a sweep's rows line up across columns.
+    A setting counts as differing when the runs of a column that have it disagree. A setting
+    that some runs lack while holding its section (an option the installed code no longer
+    declares, e.g. a renamed one: `with_current_defaults` has filled every declared one) differs
+    too, so such runs are not pooled with runs that never had it.
+    Settings that differ only between columns (each column its own configuration, as a grid
+    run with `run --tuned` has: one `tune` winner per cell) keep one row; each run names them
+    in ``column_settings`` (``key=value``, for the table's note and csv).
     `configs` maps each result's ``run_dir`` to its config (None: unknown, left unlabelled).
     The plain method name stays in ``base_method``."""
     by_method: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
@@ -79,14 +84,28 @@ def label_variants(results: list[dict[str, Any]], configs: Mapping[str, Mapping[
         config = configs.get(str(r.get("run_dir")))
         if config is not None:
             by_method.setdefault(r["method"], []).append((r, _settings(config)))
+
+    def disagree(runs: list[tuple[dict[str, Any], dict[str, Any]]], key: str) -> bool:
+        return len({repr(flat.get(key, _ABSENT)) for _, flat in runs
+                    if key in flat or _holds_section_of(flat, key)}) > 1
+
     for runs in by_method.values():
         keys = sorted({k for _, flat in runs for k in flat})
-        differing = [k for k in keys if len({repr(flat.get(k, _ABSENT)) for _, flat in runs
-                                             if k in flat or _holds_section_of(flat, k)}) > 1]
+        by_column: dict[Cell, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
         for r, flat in runs:
-            short = ", ".join(f"{'.'.join(k.split('.')[-2:])}={flat[k]}" for k in differing if k in flat)
+            by_column.setdefault(_cell_of(r), []).append((r, flat))
+        differing = [k for k in keys if any(disagree(col, k) for col in by_column.values())]
+        per_column = [k for k in keys if k not in differing and disagree(runs, k)]
+        for r, flat in runs:
+            short = ", ".join(f"{_short(k)}={flat[k]}" for k in differing if k in flat)
             if short:
                 r["method"] = f"{r['base_method']} [{short}]"
+            r["column_settings"] = [f"{_short(k)}={flat[k]}" for k in per_column if k in flat]
+
+
+def _short(key: str) -> str:
+    """A dotted setting's last two parts (``zo_forward.q``), as labels and notes name it."""
+    return ".".join(key.split(".")[-2:])
 
 
 Cell = tuple[str, str, int]  # (instance, scenario, shots)
@@ -209,7 +228,8 @@ def aggregate(results: Iterable[Mapping[str, Any]],
                                "instance": instance, "scenario": scenario, "shots": shots,
                                "access": first.get("access", "black"), "data_free": bool(first.get("data_free", True)),
                                "evaluation": first.get("evaluation", "finetune"), "failed": len(lost),
-                               "split": split, "val_at": first.get("val_at"), "metric": first.get("metric")}
+                               "split": split, "val_at": first.get("val_at"), "metric": first.get("metric"),
+                               "column_settings": list(first.get("column_settings", []))}
         if not runs:
             rows.append({**row, "accuracy": None, "ci95": None, "seeds": 0, "queries": None, "wall_time_s": None})
             continue
@@ -460,6 +480,13 @@ def table_note(rows: list[dict[str, Any]]) -> str:
         upto = "" if at is None else f" up to meta-iteration {at}"
         notes.append(f"Meta-val accuracy of each run's selected (best) validation{upto}, the statistic settings "
                      "are chosen on; optimistic as an estimate, so compare rows, not absolute values.")
+    own = {}  # method label -> the setting names its columns choose for themselves
+    for r in rows:
+        for setting in r.get("column_settings") or []:
+            own.setdefault(str(r["method"]), {})[setting.partition("=")[0]] = None
+    if own:
+        notes.append("Settings chosen per column (e.g. each cell's `tune` winner; the csv's settings column has "
+                     "their values): " + "; ".join(f"{m}: {', '.join(keys)}" for m, keys in own.items()) + ".")
     ref = next((r["method"] for r in rows if r.get("unpaired") == "reference"), None)
     if ref is not None:
         notes.append(f"Δ: paired difference to {ref} in points, [95% paired bootstrap CI over seeds and episodes]; "
@@ -492,18 +519,21 @@ CSV_DIFF_FIELDS = ["diff", "diff_ci95", "diff_low", "diff_high", "significant", 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     """One line per row: CSV_FIELDS (``mean`` is the accuracy, ``queries`` the median over
-    seeds), then ``metric`` with --metric (``mean`` is then that metric's), ``gap`` with --gap and
-    CSV_DIFF_FIELDS with --against."""
+    seeds), then ``metric`` with --metric (``mean`` is then that metric's), ``gap`` with --gap,
+    CSV_DIFF_FIELDS with --against, and ``settings`` (the column's own values of the settings
+    that differ between a row's columns, :func:`label_variants`) where a row has them."""
     import csv
     import io
 
     fields = list(CSV_FIELDS) + (["metric"] if any(r.get("metric") for r in rows) else [])
     fields += ["gap"] if any("gap_closed" in r for r in rows) else []
     fields += CSV_DIFF_FIELDS if any("unpaired" in r for r in rows) else []
+    fields += ["settings"] if any(r.get("column_settings") for r in rows) else []
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows({**r, "mean": r["accuracy"], "gap": r.get("gap_closed")} for r in rows)
+    writer.writerows({**r, "mean": r["accuracy"], "gap": r.get("gap_closed"),
+                      "settings": "; ".join(r.get("column_settings") or [])} for r in rows)
     return buf.getvalue()
 
 

@@ -68,6 +68,34 @@ def test_runs_of_a_sweep_are_rows_of_their_own_not_seeds_of_one() -> None:
     assert one[0]["method"] == "random"
 
 
+def test_settings_that_differ_only_between_columns_keep_one_row_and_are_named() -> None:
+    def run(lr: float, shots: int, seed: int, q: int = 20) -> tuple[dict, dict]:
+        r = {**result("bidf_mkd", 40.0 + seed + shots, shots=shots), "seed": seed, "run_dir": f"{lr}-{shots}-{seed}-{q}"}
+        config = {"method": {"name": "bidf_mkd"}, "seed": seed, "shots": shots, "scenario": {"name": "SS"},
+                  "train": {"meta_lr": lr}, "components": {"estimator": {"zo_forward": {"q": q}}}}
+        return r, config
+
+    # each shot count its own tuned learning rate: one row, two columns
+    pairs = [run(0.001, 1, 0), run(0.001, 1, 1), run(0.003, 5, 0), run(0.003, 5, 1)]
+    results = [r for r, _ in pairs]
+    report.label_variants(results, {r["run_dir"]: c for r, c in pairs})
+    assert {r["method"] for r in results} == {"bidf_mkd"}
+    rows = report.aggregate(results)
+    assert [(r["shots"], r["seeds"], r["column_settings"]) for r in rows] == [
+        (1, 2, ["train.meta_lr=0.001"]), (5, 2, ["train.meta_lr=0.003"])]
+    assert "Settings chosen per column" in report.to_markdown(rows) and "bidf_mkd: train.meta_lr" in report.table_note(rows)
+    csv_lines = report.to_csv(rows).splitlines()
+    assert csv_lines[0].endswith(",settings") and csv_lines[2].endswith(",train.meta_lr=0.003")
+    # a sweep inside one column still splits, and its label follows the method into every column
+    pairs.append(run(0.001, 1, 0, q=5))
+    results = [r for r, _ in pairs]
+    report.label_variants(results, {r["run_dir"]: c for r, c in pairs})
+    assert [r["method"] for r in results] == ["bidf_mkd [zo_forward.q=20]"] * 4 + ["bidf_mkd [zo_forward.q=5]"]
+    assert results[2]["column_settings"] == ["train.meta_lr=0.003"]
+    plain = report.aggregate([result("random", 40.0), result("random", 60.0, shots=5)])
+    assert "Settings chosen" not in report.to_markdown(plain) and "settings" not in report.to_csv(plain)
+
+
 def test_scenario_parameters_split_rows_only_within_their_scenario() -> None:
     def run(name: str, shift: int, seed: int) -> tuple[dict, dict]:
         r = {**result("random", 40.0 + shift), "scenario": name, "run_dir": f"{name}-{shift}-{seed}"}
