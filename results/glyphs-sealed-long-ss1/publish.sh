@@ -2,18 +2,18 @@
 # Tabulate the sealed `long` evaluation from its finished runs (meta-test of the sealed instance).
 # Usage: bash publish.sh RESULTS_DIR   (RESULTS_DIR as given to run.sh)
 #   copies every row with 3 finished seeds into runs/ (records only), links the ceiling's runs from
-#   ../glyphs-sealed-quick-ss1 (maml_oracle trains to 2,000 meta-iterations under both profiles),
+#   ../glyphs-sealed-quick-grid (maml_oracle trains to 2,000 meta-iterations under both profiles),
 #   and writes table.{md,csv} (against bidf_mkd_noise), table-vs-bidf_mkd.{md,csv}, table-vs-bidf_mkd_plus_noise.{md,csv}
 #   (when the variant's floor has run), table-vs-kd.{md,csv} (when kd has run), the plots, and
 #   vs-quick/table.{md,csv}: each long row paired with the same method's quick sealed runs.
 set -euo pipefail
 SRC="${1:?usage: bash publish.sh RESULTS_DIR}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-QUICK="$HERE/../glyphs-sealed-quick-ss1"
+QUICK="$HERE/../glyphs-sealed-quick-grid"
 . "$HERE/../glyphs-dev-scale-study/copy-rows.sh"
 copy_rows "$SRC" "$HERE"
 for run in "$QUICK"/runs/maml_oracle-*; do
-    ln -sfn "../../glyphs-sealed-quick-ss1/runs/$(basename "$run")" "$HERE/runs/$(basename "$run")"
+    ln -sfn "../../glyphs-sealed-quick-grid/runs/$(basename "$run")" "$HERE/runs/$(basename "$run")"
 done
 rows=random,bidf_mkd_noise,bidf_mkd
 for m in bidf_mkd_plus_noise bidf_mkd_plus kd; do if has_row "$HERE" "$m"; then rows="$rows,$m"; fi; done

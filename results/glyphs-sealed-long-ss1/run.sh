@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sealed-instance evaluation of the `long` profile (results/glyphs-dev-scale-study chose it on dev
 # meta-val): SS 5-way 1-shot, seeds 0-2, each method at its tuned settings, which at the quick
-# profile were the profile's own for every row here (results/glyphs-sealed-quick-ss1/tuning).
+# profile were the profile's own for every row here (results/glyphs-sealed-quick-grid/tuning).
 # Usage: bash run.sh RESULTS_DIR [SLOTS]   (SLOTS jobs at once, 1 torch thread each; a finished run
 # is skipped on a re-run and an unfinished one resumes from its checkpoint, so the same command resumes)
 set -euo pipefail
@@ -11,7 +11,7 @@ RUN="dfml-bench run --profile long --scenario SS --shots 1 --instance sealed --r
 dfml-bench pool build --scenario SS --instance sealed --no-progress
 # The method beside its floor seed by seed, then the untrained floor. The ceiling maml_oracle trains
 # the same under both profiles (profiles/quick.yaml's per-method override), so publish.sh takes its
-# runs from ../glyphs-sealed-quick-ss1.
+# runs from ../glyphs-sealed-quick-grid.
 jobs=()
 for s in 0 1 2; do jobs+=("$RUN --method bidf_mkd --seeds $s" "$RUN --method bidf_mkd_noise --seeds $s"); done
 jobs+=("$RUN --method random --seeds 0,1,2")
@@ -21,6 +21,6 @@ for s in 0 1 2; do jobs+=("$RUN --method bidf_mkd_plus --seeds $s"); done
 for s in 0 1 2; do jobs+=("$RUN --method bidf_mkd_plus_noise --seeds $s"); done
 # The distillation baseline at bidf_mkd's query count: its tuned setting (a recovery every
 # meta-iteration) under a 3.8e6 budget stops after 30 meta-iterations (../glyphs-dev-scale-study/run-kd.sh).
-KD="--config $(cd "$(dirname "$0")/../glyphs-sealed-quick-ss1/tuning/kd" && pwd)/winner.yaml --budget 3.8e6"
+KD="--config $(cd "$(dirname "$0")/../glyphs-sealed-quick-grid/tuning/kd-SS-1shot" && pwd)/winner.yaml --budget 3.8e6"
 for s in 0 1 2; do jobs+=("$RUN --method kd $KD --seeds $s"); done
 printf '%s\n' "${jobs[@]}" | OMP_NUM_THREADS=1 xargs -d '\n' -P "$SLOTS" -I{} bash -c '{}'
