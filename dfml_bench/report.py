@@ -480,7 +480,7 @@ def table_note(rows: list[dict[str, Any]]) -> str:
         upto = "" if at is None else f" up to meta-iteration {at}"
         notes.append(f"Meta-val accuracy of each run's selected (best) validation{upto}, the statistic settings "
                      "are chosen on; optimistic as an estimate, so compare rows, not absolute values.")
-    own = {}  # method label -> the setting names its columns choose for themselves
+    own: dict[str, dict[str, None]] = {}  # method label -> the setting names its columns choose (ordered)
     for r in rows:
         for setting in r.get("column_settings") or []:
             own.setdefault(str(r["method"]), {})[setting.partition("=")[0]] = None
