@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,11 +243,12 @@ def _launcher_flags(raw: dict[str, Any], workers: int | None, ray_address: str |
     return raw
 
 
-def _environment(top: Any, results: Path, reporter: Any) -> Any:
+def _environment(top: Any, results: Path, reporter: Any, reuse_roots: Sequence[Path] = ()) -> Any:
     from dfml_bench.runner import Environment
 
     return Environment.create(results, device=top.device, data_root=top.data_root, cache_dir=top.cache_dir,
-                              loggers=top.loggers, reporter=reporter, pool_dir=top.pool_dir, workers=top.workers)
+                              loggers=top.loggers, reporter=reporter, pool_dir=top.pool_dir, workers=top.workers,
+                              reuse_roots=reuse_roots)
 
 
 @main.command(epilog="""\b
@@ -448,9 +449,13 @@ def tune(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...],
         from dfml_bench.runner import resolve_device
 
         resolve_device(env.device)
+    # a method that reads no pool has the same trials in every scenario sharing its data: a study takes
+    # the finished ones from the other studies under the same --results (e.g. SH's from SS's)
+    roots = {p for p in (Path(results) / "tune").glob("*") if p.is_dir()} | {s.root for s, _ in studies}
     jobs = [job for study, _ in studies
             for job in launch.make_jobs([run for trial in study.trials for run in trial.runs],
-                                        _environment(top, study.root, env.reporter), progress)]
+                                        _environment(top, study.root, env.reporter,
+                                                     sorted(r for r in roots if r != study.root)), progress)]
     pending = [job for job in jobs if store.read_result(job.run_dir) is None]
     for study, _ in studies:
         console.print(f"tune {study.method} on {study.scenario} {study.shots}-shot: {len(study.trials)} trial(s); "

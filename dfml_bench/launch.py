@@ -56,6 +56,7 @@ class Job:
     loggers: tuple[str, ...] = ()
     pool_workers: int = 2
     progress: bool | None = None
+    reuse_roots: tuple[str, ...] = ()  # other results roots whose finished run of the same id a pool-free run may take
 
     @property
     def label(self) -> str:
@@ -79,7 +80,7 @@ class Job:
 
         return Environment.create(self.results_root, device=self.device, data_root=self.data_root,
                                   cache_dir=self.cache_dir, loggers=self.loggers, reporter=Reporter(progress),
-                                  pool_dir=self.pool_dir, workers=self.pool_workers)
+                                  pool_dir=self.pool_dir, workers=self.pool_workers, reuse_roots=self.reuse_roots)
 
 
 @dataclasses.dataclass
@@ -106,7 +107,8 @@ def make_jobs(runs: list[dict[str, Any]], env: Any, progress: bool | None) -> li
         job = Job(index=len(jobs), config=run, results_root=absolute(env.results_root) or "", device=env.device,
                   data_root=absolute(env.data_root), cache_dir=absolute(env.resolved_cache_dir()),
                   pool_dir=absolute(env.resolved_pool_dir()), loggers=tuple(env.loggers),
-                  pool_workers=env.workers, progress=progress)
+                  pool_workers=env.workers, progress=progress,
+                  reuse_roots=tuple(str(absolute(p)) for p in env.reuse_roots))
         jobs.setdefault(job.run_dir, job)
     return list(jobs.values())
 

@@ -53,18 +53,20 @@ class Environment:
     reporter: Reporter = dataclasses.field(default_factory=lambda: Reporter(False))
     pool_dir: Path | None = None
     workers: int = 2  # processes that train an API pool when a run must build it
+    reuse_roots: tuple[Path, ...] = ()  # other results roots searched for a pool-free run's finished twin
 
     @classmethod
     def create(cls, results_root: str | Path, *, device: str = "auto", data_root: str | Path | None = None,
                cache_dir: str | Path | None = None, loggers: Sequence[str] = (), reporter: Reporter | None = None,
-               pool_dir: str | Path | None = None, workers: int = 2) -> Environment:
+               pool_dir: str | Path | None = None, workers: int = 2,
+               reuse_roots: Sequence[str | Path] = ()) -> Environment:
         """An Environment from settings as the CLI and jobs hold them (paths as strings, None: unset)."""
         def path(value: str | Path | None) -> Path | None:
             return Path(value) if value else None
 
         return cls(results_root=Path(results_root), device=device, data_root=path(data_root),
                    cache_dir=path(cache_dir), loggers=tuple(loggers), reporter=reporter or Reporter(False),
-                   pool_dir=path(pool_dir), workers=workers)
+                   pool_dir=path(pool_dir), workers=workers, reuse_roots=tuple(Path(p) for p in reuse_roots))
 
     def resolved_cache_dir(self) -> Path:
         """The data cache (:func:`dfml_bench.store.cache_dir`)."""
@@ -167,7 +169,7 @@ def execute_run(resolved: Mapping[str, Any], registry: Registry, env: Environmen
             done["skipped"] = True
             return done
         if shared:
-            reused = _reuse_shared(spec, path)
+            reused = _reuse_shared(spec, path, env.reuse_roots)
             if reused is not None:
                 return reused
         device = resolve_device(env.device)
@@ -218,21 +220,32 @@ def exact_float32(device: torch.device) -> Iterator[None]:
             setattr(owner, name, value)
 
 
-def _reuse_shared(spec: RunSpec, path: Path) -> dict[str, Any] | None:
+def _reuse_shared(spec: RunSpec, path: Path, roots: Sequence[Path] = ()) -> dict[str, Any] | None:
     """The result of the same run finished under another scenario's name (same id: the method
     reads only the data, which the scenarios share), recorded in this scenario's directory too so
-    that every table shows it in this scenario's cells; None when there is none."""
-    for other in sorted(path.parent.glob(f"*-{spec.run_id}")):
-        if other == path:
-            continue
+    that every table shows it in this scenario's cells; None when there is none.
+
+    A twin beside `path` lends its logs by name (``reused_from``). One under another results root
+    of `roots` (e.g. another cell's `tune` study) has its logs copied here, so that this root
+    stands alone, and is named by ``copied_from``."""
+    beside = [p for p in sorted(path.parent.glob(f"*-{spec.run_id}")) if p != path]
+    others = [p for root in roots for p in sorted((Path(root) / store.RUNS_DIR).glob(f"*-{spec.run_id}"))
+              if p.parent != path.parent]
+    for other in beside + others:
         try:
             done = store.read_result(other)
         except StoreError:
             continue  # a malformed copy: run it (again) here
         if done is None:
             continue
-        done = {k: v for k, v in done.items() if k not in ("skipped", "run_dir")}
-        done.update(scenario=spec.scenario_label, reused_from=done.get("reused_from") or other.name)
+        logs = store.log_dir({**done, "run_dir": str(other)})
+        done = {k: v for k, v in done.items() if k not in ("skipped", "run_dir", "reused_from", "copied_from")}
+        done["scenario"] = spec.scenario_label
+        if other.parent == path.parent:
+            done["reused_from"] = logs.name if logs is not None else other.name
+        else:
+            done["copied_from"] = str(other)
+            store.copy_logs(logs if logs is not None else other, path)
         store.write_config(path / store.CONFIG_FILE, spec.resolved)
         store.atomic_write_json(path / store.RESULT_FILE, done)
         done["skipped"] = True

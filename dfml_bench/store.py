@@ -180,6 +180,17 @@ def _log_files(run_path: Path) -> Iterator[Path]:
                 yield path
 
 
+def copy_logs(source: Path, run_path: Path) -> None:
+    """Copy a finished run's log files (metrics, validation episodes, images) into `run_path`."""
+    import shutil
+
+    for path in _log_files(source):
+        try:
+            shutil.copyfile(path, run_path / path.name)
+        except OSError as exc:
+            raise _unwritable(run_path / path.name, exc) from None
+
+
 def log_sizes(run_path: Path) -> dict[str, int]:
     """Sizes of a run's log files now (saved with each checkpoint, for :func:`rewind_logs`)."""
     return {path.name: path.stat().st_size for path in _log_files(run_path)}

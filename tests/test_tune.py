@@ -277,3 +277,31 @@ def test_run_tuned_names_the_missing_or_ambiguous_study(tmp_path) -> None:
     out = cli("run", "-m", "maml_oracle", "--shots", "1", "--tuned", str(results), *CHEAP)
     assert out.exit_code == 2 and "2 finished studies of maml_oracle on SS 1-shot" in out.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_pool_free_methods_study_takes_the_trials_another_scenarios_study_finished(tmp_path) -> None:
+    from dfml_bench import store
+
+    results = tmp_path / "r"
+    for scenario in ("SS", "SH"):  # the same data: maml_oracle's trials have the same ids in both
+        out = cli("tune", "-m", "maml_oracle", "-s", scenario, "--trials", "2", "--results", str(results), *CHEAP)
+        assert out.exit_code == 0, out.output
+    (ss,) = (results / "tune").glob("maml_oracle-SS-*")
+    (sh,) = (results / "tune").glob("maml_oracle-SH-*")
+    ss_runs, sh_runs = (sorted((s / "runs").iterdir(), key=lambda p: p.name[-16:]) for s in (ss, sh))
+    assert [p.name[-16:] for p in ss_runs] == [p.name[-16:] for p in sh_runs] and len(ss_runs) == 2
+    for a, b in zip(ss_runs, sh_runs):
+        first, second = (store.read_result(p) for p in (a, b))
+        assert "copied_from" not in first and second["copied_from"] == str(a)  # SH ran nothing
+        assert second["scenario"] == "SH" and first["scenario"] == "SS"
+        assert second["best_val_accuracy"] == first["best_val_accuracy"]
+        assert (b / store.METRICS_FILE).read_bytes() == (a / store.METRICS_FILE).read_bytes()  # stands alone
+        assert not (b / store.CHECKPOINT_FILE).exists()
+    rows = [json.loads((s / "study.json").read_text())["rows"] for s in (ss, sh)]
+    assert [r["val_acc"] for r in rows[0]] == [r["val_acc"] for r in rows[1]]
+    won = [yaml.safe_load((s / "winner.yaml").read_text()) for s in (ss, sh)]
+    assert [w.pop("scenario") for w in won] == [{"name": "SS"}, {"name": "SH"}] and won[0] == won[1]  # same settings
+    other = tmp_path / "elsewhere"  # another --results: no study to take from, so the trials run
+    out = cli("tune", "-m", "maml_oracle", "-s", "SH", "--trials", "1", "--results", str(other), *CHEAP)
+    assert out.exit_code == 0, out.output
+    assert all("copied_from" not in store.read_result(p) for p in (other / "tune").glob("*/runs/*"))
