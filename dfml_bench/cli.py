@@ -182,7 +182,7 @@ def run(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...], 
     finished: list[dict[str, Any]] = []
     pending: list[launch.Job] = []
     for job in jobs:
-        done = store.read_result(job.run_dir)
+        done = store.read_result(job.run_dir) or _finished_twin(job)
         if done is None:
             pending.append(job)
             earlier = store.read_failure(job.run_dir)
@@ -241,6 +241,13 @@ def _launcher_flags(raw: dict[str, Any], workers: int | None, ray_address: str |
         section[owner] = {**(section.get(owner) or {}), key: value}
     raw["launcher"] = section
     return raw
+
+
+def _finished_twin(job: Any) -> dict[str, Any] | None:
+    """A pool-free job's result taken from another scenario's finished run of the same id (none to dispatch)."""
+    from dfml_bench.runner import finished_twin
+
+    return finished_twin(job.config, job.environment(False))
 
 
 def _environment(top: Any, results: Path, reporter: Any, reuse_roots: Sequence[Path] = ()) -> Any:
@@ -456,7 +463,7 @@ def tune(ctx: click.Context, method: tuple[str, ...], scenario: tuple[str, ...],
             for job in launch.make_jobs([run for trial in study.trials for run in trial.runs],
                                         _environment(top, study.root, env.reporter,
                                                      sorted(r for r in roots if r != study.root)), progress)]
-    pending = [job for job in jobs if store.read_result(job.run_dir) is None]
+    pending = [job for job in jobs if store.read_result(job.run_dir) is None and _finished_twin(job) is None]
     for study, _ in studies:
         console.print(f"tune {study.method} on {study.scenario} {study.shots}-shot: {len(study.trials)} trial(s); "
                       f"study in {study.root}/", highlight=False, soft_wrap=True)

@@ -220,6 +220,14 @@ def exact_float32(device: torch.device) -> Iterator[None]:
             setattr(owner, name, value)
 
 
+def finished_twin(resolved: Mapping[str, Any], env: Environment) -> dict[str, Any] | None:
+    """For a method that reads no pool: the result of its finished twin (the same run under another
+    scenario's name, beside it or under ``env.reuse_roots``), recorded in the run's own directory,
+    so a grid need not dispatch it; None when there is none or the method reads the pool."""
+    spec = RunSpec.from_resolved(resolved)
+    return None if spec.reads_pool else _reuse_shared(spec, run_path(env, resolved), env.reuse_roots)
+
+
 def _reuse_shared(spec: RunSpec, path: Path, roots: Sequence[Path] = ()) -> dict[str, Any] | None:
     """The result of the same run finished under another scenario's name (same id: the method
     reads only the data, which the scenarios share), recorded in this scenario's directory too so

@@ -184,6 +184,10 @@ def copy_logs(source: Path, run_path: Path) -> None:
     """Copy a finished run's log files (metrics, validation episodes, images) into `run_path`."""
     import shutil
 
+    try:
+        run_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(run_path, exc) from None
     for path in _log_files(source):
         try:
             shutil.copyfile(path, run_path / path.name)

@@ -825,7 +825,7 @@ def test_a_method_that_reads_no_pool_runs_once_for_scenarios_that_share_their_da
             "--pool-dir", str(tmp_path / "pools"), "--shots", "1", "--no-progress"]
     assert cli(*base, "--scenario", "SS").exit_code == 0
     res = cli(*base, "--scenario", "SH")
-    assert res.exit_code == 0 and "already done" in res.output, res.output
+    assert res.exit_code == 0 and "already done" in res.output and "1 run(s), 0 to run" in res.output, res.output
     ss, sh = (next((results / "runs").glob(f"random-{s}-*")) for s in ("SS", "SH"))
     got = {p: json.loads((p / store.RESULT_FILE).read_text()) for p in (ss, sh)}
     assert got[sh]["reused_from"] == ss.name and "reused_from" not in got[ss]
