@@ -246,14 +246,14 @@ def _reuse_shared(spec: RunSpec, path: Path, roots: Sequence[Path] = ()) -> dict
             continue  # a malformed copy: run it (again) here
         if done is None:
             continue
-        logs = store.log_dir({**done, "run_dir": str(other)})
+        logs = store.log_dir({**done, "run_dir": str(other)}) or other  # the twin's, or the run it reused
         done = {k: v for k, v in done.items() if k not in ("skipped", "run_dir", "reused_from", "copied_from")}
         done["scenario"] = spec.scenario_label
         if other.parent == path.parent:
-            done["reused_from"] = logs.name if logs is not None else other.name
+            done["reused_from"] = logs.name
         else:
             done["copied_from"] = str(other)
-            store.copy_logs(logs if logs is not None else other, path)
+            store.copy_logs(logs, path)
         store.write_config(path / store.CONFIG_FILE, spec.resolved)
         store.atomic_write_json(path / store.RESULT_FILE, done)
         done["skipped"] = True
