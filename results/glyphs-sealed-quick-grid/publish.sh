@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tabulate the sealed quick SS 1-shot tables from the runs in runs/ (meta-test of the sealed instance):
+# Tabulate the sealed quick grid from the runs in runs/ (meta-test of the sealed instance):
 # table.{md,csv} (against bidf_mkd_noise, with the gap closed between random and maml_oracle),
 # table-vs-{purer,kd,bidf_mkd,bidf_mkd_plus}.{md,csv} and the plots; then the matched-budget tables
 # from budget/runs and budget-2.5e5/runs. Rows appear in the order below once their runs are in a
