@@ -2,7 +2,7 @@
 # Copy finished records into this grid (records only, never a checkpoint or an unfinished run).
 # Usage: bash collect.sh DIR...   (each DIR a `dfml-bench tune --results` or `run --results` root)
 #   - a finished study DIR/tune/METHOD-SC-Kshot-HASH/ (winner.yaml written) -> tuning/METHOD-SC-Kshot/
-#   - a finished sealed run DIR/runs/ID/ (result.json written, no --budget) -> pending/runs/ID/
+#   - a finished sealed run DIR/runs/ID/ (result.json written, no --budget) not yet in runs/ -> pending/runs/ID/
 # Then every row of a cell (METHOD-SC-Kshot) with three seeds in pending/ moves to runs/, where
 # publish.sh tables it; a row still missing a seed waits in pending/, untabled.
 set -euo pipefail
@@ -31,7 +31,7 @@ for root in "$@"; do
         echo "study $name"
     done
     for run in "$root"/runs/*/; do
-        [ -f "$run/result.json" ] || continue
+        [ -f "$run/result.json" ] && [ ! -d "$HERE/runs/$(basename "$run")" ] || continue   # published already
         python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(r.get("instance") != "sealed" or r.get("budget") is not None)' \
             "$run/result.json" || continue
         copy_records "$run" "$HERE/pending/runs/$(basename "$run")"
