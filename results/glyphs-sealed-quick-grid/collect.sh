@@ -7,14 +7,15 @@
 # publish.sh tables it; a row still missing a seed waits in pending/, untabled.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-RECORDS="config.yaml metrics.jsonl result.json recovered.png"
+RECORDS="config.yaml metrics.jsonl result.json"   # a study's trial runs; sealed runs add recovered.png
 
-# copy_records SRC DEST: the record files of run directory SRC into DEST.
+# copy_records SRC DEST [FILE...]: the record files (RECORDS, then each FILE) of run directory SRC into DEST.
 copy_records() {
-    local f
-    mkdir -p "$2"
-    for f in $RECORDS; do
-        if [ -f "$1/$f" ]; then cp "$1/$f" "$2/"; fi
+    local f src="$1" dest="$2"
+    shift 2
+    mkdir -p "$dest"
+    for f in $RECORDS "$@"; do
+        if [ -f "$src/$f" ]; then cp "$src/$f" "$dest/"; fi
     done
 }
 
@@ -34,7 +35,7 @@ for root in "$@"; do
         [ -f "$run/result.json" ] && [ ! -d "$HERE/runs/$(basename "$run")" ] || continue   # published already
         python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(r.get("instance") != "sealed" or r.get("budget") is not None)' \
             "$run/result.json" || continue
-        copy_records "$run" "$HERE/pending/runs/$(basename "$run")"
+        copy_records "$run" "$HERE/pending/runs/$(basename "$run")" recovered.png
     done
 done
 
