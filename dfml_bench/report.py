@@ -116,10 +116,22 @@ def instance_of(result: Mapping[str, Any]) -> str:
     return str(result.get("instance") or "dev")
 
 
-def _natural(key: tuple[str, str, str, int]) -> tuple[list[Any], str, str, int]:
-    """Sort key: numbers inside method labels compare as numbers ('q=5' before 'q=10')."""
+#: The standard scenarios in the paper's order: one dataset and architecture, mixed architectures,
+#: mixed datasets. Columns and csv lines follow it; other scenarios come after, by name.
+SCENARIO_ORDER = ("SS", "SH", "MH")
+
+
+def _cell_order(instance: str, scenario: str, shots: int) -> tuple[str, int, str, int]:
+    """Sort key of a column: instance, then SCENARIO_ORDER, then shots."""
+    rank = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
+    return instance, rank, scenario, shots
+
+
+def _natural(key: tuple[str, str, str, int]) -> tuple[list[Any], tuple[str, int, str, int]]:
+    """Sort key of a row: numbers inside method labels compare as numbers ('q=5' before 'q=10'),
+    then the column's :func:`_cell_order`."""
     parts = re.split(r"(\d+)", key[0])
-    return [int(p) if i % 2 else p for i, p in enumerate(parts)], key[1], key[2], key[3]
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)], _cell_order(key[1], key[2], key[3])
 
 
 def _key(r: Mapping[str, Any]) -> tuple[str, str, str, int]:
@@ -391,7 +403,8 @@ def add_paired_differences(rows: list[dict[str, Any]], results: Iterable[Mapping
 
 
 def columns(rows: list[dict[str, Any]]) -> list[Cell]:
-    return sorted({_cell_of(r) for r in rows})
+    """The table's (instance, scenario, shots) columns, in :func:`_cell_order`."""
+    return sorted({_cell_of(r) for r in rows}, key=lambda cell: _cell_order(*cell))
 
 
 def format_count(value: float | None) -> str:

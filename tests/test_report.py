@@ -8,8 +8,8 @@ from dfml_bench import report
 from dfml_bench.errors import ConfigError
 
 
-def result(method: str, acc: float, shots: int = 1, access: str = "black") -> dict:
-    return {"method": method, "scenario": "SS", "shots": shots, "accuracy": acc, "ci95": 0.5, "access": access,
+def result(method: str, acc: float, shots: int = 1, access: str = "black", scenario: str = "SS") -> dict:
+    return {"method": method, "scenario": scenario, "shots": shots, "accuracy": acc, "ci95": 0.5, "access": access,
             "data_free": access != "real_data", "queries": 0, "wall_time_s": 1.0}
 
 
@@ -29,6 +29,18 @@ def test_gap_closed_is_relative_to_floor_and_ceiling_per_column(rows) -> None:
     md = report.to_markdown(rows)
     assert "50.00 ± 0.50 (gap 25.0%)" in md and "(gap" not in md.splitlines()[-1]  # maml_oracle row
     assert report.to_csv(rows).splitlines()[0].endswith(",failed,gap")
+
+
+def test_columns_follow_the_scenarios_order_not_the_alphabet() -> None:
+    rows = report.aggregate([result("random", 40.0, scenario=s, shots=k)
+                             for s in ("mine", "MH", "SH", "SS") for k in (5, 1)])
+    assert [(s, k) for _, s, k in report.columns(rows)] == [
+        ("SS", 1), ("SS", 5), ("SH", 1), ("SH", 5), ("MH", 1), ("MH", 5), ("mine", 1), ("mine", 5)]
+    header = report.to_markdown(rows).splitlines()[0]
+    assert header.index("SS 1-shot") < header.index("SH 1-shot") < header.index("MH 5-shot") < header.index("mine")
+    lines = [line.split(",") for line in report.to_csv(rows).splitlines()[1:]]
+    assert [(f[3], f[4]) for f in lines] == [
+        ("SS", "1"), ("SS", "5"), ("SH", "1"), ("SH", "5"), ("MH", "1"), ("MH", "5"), ("mine", "1"), ("mine", "5")]
 
 
 def test_gap_needs_both_reference_methods(rows) -> None:
