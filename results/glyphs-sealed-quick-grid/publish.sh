@@ -3,7 +3,8 @@
 # table.{md,csv} (against bidf_mkd_noise, with the gap closed between random and maml_oracle),
 # table-vs-{purer,kd,bidf_mkd,bidf_mkd_plus}.{md,csv} and the plots; then the matched-budget tables
 # from budget/runs and budget-2.5e5/runs. Rows appear in the order below once their runs are in a
-# runs/ directory (each row is copied in when all three of its seeds have finished).
+# runs/ directory (each row is copied in when all three of its seeds have finished). Last, times.md:
+# the compute each cell's records cost (times.py).
 # Usage: bash publish.sh
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -36,3 +37,4 @@ for b in budget budget-2.5e5; do
     dfml-bench compare "$HERE/$b" -m "$rows" --against bidf_mkd_wb --format md -o "$HERE/$b/table-vs-bidf_mkd_wb.md"
 done
 dfml-bench compare "$HERE/budget" -m "$(rows_in "$HERE/budget")" --format md --plot "$HERE/budget/plots" -o /dev/null
+python3 "$HERE/times.py"
