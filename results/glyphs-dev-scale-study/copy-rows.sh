@@ -15,8 +15,13 @@ copy_rows() {
     done
 }
 
-# has_row DIR METHOD: whether DIR/runs holds runs of METHOD.
-has_row() { ls "$1/runs" | grep -q "^$2-"; }
+# has_row DIR METHOD: whether DIR/runs holds runs of METHOD. A glob, not `ls | grep -q`: under
+# `set -o pipefail` grep's early exit can kill ls with SIGPIPE and drop a row at random.
+has_row() {
+    local run
+    for run in "$1/runs/$2"-*; do [ -e "$run" ] && return 0; done
+    return 1
+}
 
 # link_axis1 DEST METHOD...: link the meta-iterations axis's runs of each METHOD into DEST/runs.
 link_axis1() {

@@ -1,7 +1,7 @@
 """Tabulate the compute this grid's records cost, from each record's `wall_time_s`.
 
 Writes times.md: per cell and row, the tuning trials' and the sealed seeds' wall times and their
-sum in run-hours; then the matched-budget runs. A record copied from another cell's run
+sum in run-hours (a row whose seeds wait in pending/ counts its tuning only); then the matched-budget runs. A record copied from another cell's run
 (`reused_from` / `copied_from`, e.g. SH's pool-free rows taken from SS) cost nothing new and is
 listed as reused, outside the sums; so is a budget directory's copy of a run in runs/.
 Usage: python3 times.py   (publish.sh runs it)
@@ -58,9 +58,12 @@ def cell_table(scenario: str, shots: int, sealed: list[dict], trials: list[dict]
         total["tune"] += hours(tune)
         total["sealed"] += hours(seal)
         tune_text = " + ".join(f"{t:,.0f}" for t in tune) or "none"
-        lines.append(f"| `{method}` | {tune_text} | {seconds(seal)} ({len(seal)}) | {hours(tune) + hours(seal):.2f} |")
+        seal_text = f"{seconds(seal)} ({len(seal)})" if seal else "pending"
+        lines.append(f"| `{method}` | {tune_text} | {seal_text} | {hours(tune) + hours(seal):.2f} |")
+    published = sum(1 for parts in by_method.values() if parts["sealed"])
     lines += ["", f"Cell total: {total['tune'] + total['sealed']:.1f} run-hours "
-              f"(tuning {total['tune']:.1f}, sealed {total['sealed']:.1f}), {len(by_method)} rows.", ""]
+              f"(tuning {total['tune']:.1f}, sealed {total['sealed']:.1f}); {published} rows published, "
+              f"{len(by_method) - published} tuned with sealed seeds pending.", ""]
     return lines
 
 
