@@ -46,7 +46,7 @@ def cell_table(scenario: str, shots: int, sealed: list[dict], trials: list[dict]
     for r in trials:
         by_method[r["method"]]["tune"].append(r)
     lines = [f"## {scenario} {shots}-shot", "",
-             "| row | tuning trials (s) | sealed seeds (s) | run-hours |", "|---|---|---|---|"]
+             "| row | tuning trials (s each; tuning/*/trials.md says which is which) | sealed seeds (s) | run-hours |", "|---|---|---|---|"]
     total = {"tune": 0.0, "sealed": 0.0}
     for method in sorted(by_method):
         parts = by_method[method]
