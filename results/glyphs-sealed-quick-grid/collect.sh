@@ -22,6 +22,7 @@ copy_records() {
 for root in "$@"; do
     for study in "$root"/tune/*/; do
         [ -f "$study/winner.yaml" ] || continue
+        [[ "$(basename "$study")" =~ -[0-9a-f]+$ ]] || continue   # not a study dir tune wrote (e.g. a hand-made copy)
         name="$(basename "$study" | sed 's/-[0-9a-f]*$//')"
         dest="$HERE/tuning/$name"
         mkdir -p "$dest"
