@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dfml_bench.errors import ConfigError
+from dfml_bench.report import cell_order
 from dfml_bench.store import log_dir
 
 RECOVERED_FILE = "recovered.png"
@@ -64,12 +65,16 @@ def _label(r: Mapping[str, Any]) -> str:
 
 
 def _cells(results: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], list[Mapping[str, Any]]]:
+    """Runs or rows by figure cell, in the order of the table's columns (SS, SH, MH; then shots)."""
     cells: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    order: dict[tuple[str, int], tuple[str, int, str, int]] = {}
     for r in results:  # runs of another data instance than `dev` get figures of their own
         instance = str(r.get("instance") or "dev")
         scenario = str(r["scenario"]) if instance == "dev" else f"{r['scenario']}-{instance}"
-        cells.setdefault((scenario, int(r["shots"])), []).append(r)
-    return dict(sorted(cells.items()))
+        key = (scenario, int(r["shots"]))
+        cells.setdefault(key, []).append(r)
+        order[key] = cell_order(instance, str(r["scenario"]), int(r["shots"]))
+    return {key: cells[key] for key in sorted(cells, key=lambda k: order[k])}
 
 
 #: The x axes of validation curves: the metrics field, the axis label, and the figure's name and subject.

@@ -121,7 +121,7 @@ def instance_of(result: Mapping[str, Any]) -> str:
 SCENARIO_ORDER = ("SS", "SH", "MH")
 
 
-def _cell_order(instance: str, scenario: str, shots: int) -> tuple[str, int, str, int]:
+def cell_order(instance: str, scenario: str, shots: int) -> tuple[str, int, str, int]:
     """Sort key of a column: instance, then SCENARIO_ORDER, then shots."""
     rank = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
     return instance, rank, scenario, shots
@@ -129,9 +129,9 @@ def _cell_order(instance: str, scenario: str, shots: int) -> tuple[str, int, str
 
 def _natural(key: tuple[str, str, str, int]) -> tuple[list[Any], tuple[str, int, str, int]]:
     """Sort key of a row: numbers inside method labels compare as numbers ('q=5' before 'q=10'),
-    then the column's :func:`_cell_order`."""
+    then the column's :func:`cell_order`."""
     parts = re.split(r"(\d+)", key[0])
-    return [int(p) if i % 2 else p for i, p in enumerate(parts)], _cell_order(key[1], key[2], key[3])
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)], cell_order(key[1], key[2], key[3])
 
 
 def _key(r: Mapping[str, Any]) -> tuple[str, str, str, int]:
@@ -403,8 +403,8 @@ def add_paired_differences(rows: list[dict[str, Any]], results: Iterable[Mapping
 
 
 def columns(rows: list[dict[str, Any]]) -> list[Cell]:
-    """The table's (instance, scenario, shots) columns, in :func:`_cell_order`."""
-    return sorted({_cell_of(r) for r in rows}, key=lambda cell: _cell_order(*cell))
+    """The table's (instance, scenario, shots) columns, in :func:`cell_order`."""
+    return sorted({_cell_of(r) for r in rows}, key=lambda cell: cell_order(*cell))
 
 
 def format_count(value: float | None) -> str:
@@ -558,6 +558,8 @@ table { border-collapse: collapse; margin: 1rem 0; font-variant-numeric: tabular
 th, td { border-bottom: 1px solid #ddd; padding: 0.35rem 0.8rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; } td strong { color: #1a7f37; }
+.scroll { overflow-x: auto; } td span { display: block; white-space: nowrap; }
+td span.note { font-size: 0.8rem; }
 .note { color: #555; font-size: 0.9rem; }
 figure { margin: 1.5rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9rem; }
@@ -573,8 +575,14 @@ def to_html(rows: list[dict[str, Any]], plots: Iterable[Any] = (), title: str = 
     bold = ("\x00b", "\x00/b")
     header, body = wide(rows, bold)
 
-    def cell(text: str) -> str:
-        return html.escape(text).replace(bold[0], "<strong>").replace(bold[1], "</strong>")
+    def cell(text: str, data: bool) -> str:
+        if not data:
+            return html.escape(text)
+        # a data cell's annotations (gap, paired difference, failures) each on a line of its own
+        lines = re.split(r" (?=\()", text)
+        tags = ["<span>"] + ['<span class="note">'] * (len(lines) - 1)
+        spans = [f"{tag}{html.escape(line)}</span>" for tag, line in zip(tags, lines)]
+        return "".join(spans).replace(bold[0], "<strong>").replace(bold[1], "</strong>")
 
     parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
              f"<style>{_HTML_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
@@ -583,10 +591,10 @@ def to_html(rows: list[dict[str, Any]], plots: Iterable[Any] = (), title: str = 
              "result of each column is in bold green. Oracle rows use real training data: upper bounds, not "
              "data-free results.</p>",
              *([f"<p class=\"note\">{html.escape(table_note(rows))}</p>"] if table_note(rows) else []),
-             "<table id=\"results\"><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+             "<div class=\"scroll\"><table id=\"results\"><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
              + "</tr></thead><tbody>"]
-    parts += ["<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in body]
-    parts.append("</tbody></table>")
+    parts += ["<tr>" + "".join(f"<td>{cell(c, i > 0)}</td>" for i, c in enumerate(r)) + "</tr>" for r in body]
+    parts.append("</tbody></table></div>")
     plots = list(plots)
     if plots:
         parts.append("<h2>Figures</h2>")

@@ -205,3 +205,25 @@ def test_end_labels_of_curves_ending_together_do_not_overlap(results: Path) -> N
     fig.canvas.draw()
     boxes = sorted((t.get_window_extent() for t in fig.axes[0].texts), key=lambda b: b.y0)
     assert len(boxes) == 3 and all(lo.y1 <= hi.y0 + 1 for lo, hi in zip(boxes, boxes[1:]))
+
+
+def test_html_cell_puts_each_annotation_on_a_line_of_its_own() -> None:
+    from dfml_bench.report import to_html
+
+    row = {"method": "bidf_mkd", "scenario": "SS", "shots": 1, "accuracy": 48.36, "ci95": 5.51, "best": True,
+           "access": "black", "failed": 0, "gap_closed": 11.9, "unpaired": None, "diff": 1.91, "diff_low": -2.28,
+           "diff_high": 6.11, "significant": False}
+    text = to_html([row])
+    assert ('<td><span><strong>48.36 ± 5.51</strong></span><span class="note">(gap 11.9%)</span>'
+            '<span class="note">(Δ +1.91 [-2.28, +6.11])</span></td>') in text
+    assert "<td>bidf_mkd</td>" in text  # the method label stays one piece
+    assert '<div class="scroll"><table id="results">' in text  # a wide grid scrolls, the page does not
+
+
+def test_figures_follow_the_table_columns_order() -> None:
+    from dfml_bench.plots import _cells
+
+    runs = [{"scenario": s, "shots": k, "instance": i}
+            for s, k, i in [("MH", 1, "sealed"), ("SS", 5, "dev"), ("SH", 1, "dev"), ("SS", 1, "dev"),
+                            ("SS", 1, "sealed"), ("MH", 5, "dev")]]
+    assert list(_cells(runs)) == [("SS", 1), ("SS", 5), ("SH", 1), ("MH", 5), ("SS-sealed", 1), ("MH-sealed", 1)]
