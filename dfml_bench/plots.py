@@ -283,7 +283,7 @@ def recovered_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]]) -> 
             first[str(r["method"])] = (r, path)
     if not first:
         return None
-    fig = _figure(3.2 * len(first) + 0.4, 3.8)
+    fig = _figure(max(3.2 * len(first) + 0.4, 5.8), 3.8)  # at least the title's width
     for i, (method, (r, path)) in enumerate(sorted(first.items())):
         ax = fig.add_subplot(1, len(first), i + 1)
         with Image.open(path) as img:

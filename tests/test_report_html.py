@@ -227,3 +227,19 @@ def test_figures_follow_the_table_columns_order() -> None:
             for s, k, i in [("MH", 1, "sealed"), ("SS", 5, "dev"), ("SH", 1, "dev"), ("SS", 1, "dev"),
                             ("SS", 1, "sealed"), ("MH", 5, "dev")]]
     assert list(_cells(runs)) == [("SS", 1), ("SS", 5), ("SH", 1), ("MH", 5), ("SS-sealed", 1), ("MH-sealed", 1)]
+
+
+def test_a_single_recovered_grid_leaves_room_for_the_title(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from dfml_bench.plots import recovered_plot
+
+    fake_run(tmp_path, "bidf_mkd", 0, 40.0, recovered=True)
+    run = json.loads(next(tmp_path.glob("runs/*/result.json")).read_text())
+    run["run_dir"] = str(next(tmp_path.glob("runs/*")))
+    plot = recovered_plot("MH-sealed", 1, [run])
+    assert plot is not None
+    with Image.open(io.BytesIO(plot.png)) as img:
+        assert img.width >= 560  # the suptitle, about 5.5 inches at 100 dpi, is not clipped
