@@ -148,8 +148,9 @@ def curve_plot(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str)
 
 def curve_figure(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: str) -> Any:
     """The figure of :func:`curve_plot` (None without any curve). Short method labels sit at their
-    curves' ends; longer ones (rows labelled by their settings) go in a legend below the axes, so
-    that the axes keep the figure's width."""
+    curves' ends (one moved off a crowded end is tied to it by a leader line) and the reference
+    levels are named in a legend placed where it hides least; longer labels (rows labelled by their
+    settings) all go in a legend below the axes, so that the axes keep the figure's width."""
     _, xlabel, _, subject = CURVE_AXES[x]
     methods: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
@@ -183,27 +184,28 @@ def curve_figure(scenario: str, shots: int, runs: list[Mapping[str, Any]], x: st
                             alpha=0.15, lw=0)
         if direct:
             ends.append((pts[-1][0], pts[-1][1], label, color))
-    for label, level in flat.items():
-        color = next(colors)
-        ax.axhline(level, ls="--", lw=1.5, color=color)
-        note = "no queries" if x == "queries" else "no training"
-        ax.annotate(f"{label}: {level:.1f}% ({note})", (0.01, level), xycoords=("axes fraction", "data"),
-                    color=color, fontsize=8, va="bottom")
+    note = "no queries" if x == "queries" else "no training"
+    levels = [ax.axhline(level, ls="--", lw=1.5, color=next(colors), label=f"{label}: {level:.1f}% ({note})")
+              for label, level in flat.items()]
     log_room, linear_room = (4, 1.3) if direct else (1.5, 1.05)  # room to the right for end labels
     if log:
         ax.set_xscale("log")
         ax.set_xlim(min(xs) / 1.5, max(xs) * log_room)
     elif xs:
         ax.set_xlim(0, max(xs) * linear_room)  # nothing below 0
-    if ends:
-        low, high = ax.get_ylim()
-        axes_pt = ax.get_position().height * fig.get_figheight() * 72
-        gap = (high - low) * END_LABEL_PT / axes_pt  # one label's height in data units
-        for (x_end, y_end, label, color), y in zip(ends, spread([e[1] for e in ends], gap)):
-            ax.annotate(f" {label}", (x_end, y_end), xytext=(x_end, y), color=color, fontsize=9,
-                        fontweight="bold", va="center")  # anchored at the curve's end, so never clipped
-    if not direct and lines:
+    low, high = ax.get_ylim()
+    axes_pt = ax.get_position().height * fig.get_figheight() * 72
+    gap = (high - low) * END_LABEL_PT / axes_pt  # one label's height in data units
+    for (x_end, y_end, label, color), y in zip(ends, spread([e[1] for e in ends], gap)):
+        moved = abs(y - y_end) > gap / 2  # a label pushed away from its curve gets a leader line
+        ax.annotate(label, (x_end, y_end), xytext=(14 if moved else 4, y), textcoords=("offset points", "data"),
+                    color=color, fontsize=9, fontweight="bold", va="center",
+                    arrowprops={"arrowstyle": "-", "color": color, "lw": 0.8, "shrinkA": 0, "shrinkB": 2}
+                    if moved else None)  # anchored at the curve's end, so never clipped
+    if not direct and lines:  # every curve and level in one legend below the axes
         fig.legend(loc="outside lower center", fontsize=8, frameon=False)
+    elif levels:  # the reference levels in a legend where it hides least of the curves
+        ax.legend(handles=levels, loc="best", fontsize=8, framealpha=0.85)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("meta-val accuracy (%)")
     ax.set_title(f"{scenario} {shots}-shot: accuracy vs {subject} (mean over seeds, range shaded)")
@@ -234,9 +236,12 @@ def spread(ys: list[float], gap: float) -> list[float]:
 
 
 def _palette() -> list[str]:
+    """Twenty distinct colours (matplotlib's tab10, then darker shades of it) before any repeats."""
     base = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
             "#bcbd22"]
-    return base * 8
+    dark = ["#0b3c5d", "#7a1414", "#145214", "#4b2d6b", "#a34d00", "#4a2c25", "#8f3a78", "#0b6670", "#3d3d3d",
+            "#6b6b12"]
+    return (base + dark) * 4
 
 
 def accuracy_plot(scenario: str, shots: int, rows: list[Mapping[str, Any]]) -> Plot:

@@ -203,8 +203,13 @@ def test_end_labels_of_curves_ending_together_do_not_overlap(results: Path) -> N
     rows = [{"method": name, "access": "black_box", "run_dir": str(runs[0])} for name in ("a", "b", "c")]
     fig = plots.curve_figure("SS", 1, rows, "iteration")  # three identical curves
     fig.canvas.draw()
-    boxes = sorted((t.get_window_extent() for t in fig.axes[0].texts), key=lambda b: b.y0)
+    from matplotlib.text import Text
+
+    labels = sorted(fig.axes[0].texts, key=lambda t: Text.get_window_extent(t).y0)  # the text, not its leader
+    boxes = [Text.get_window_extent(t) for t in labels]
     assert len(boxes) == 3 and all(lo.y1 <= hi.y0 + 1 for lo, hi in zip(boxes, boxes[1:]))
+    # the two labels moved off their curve's end are tied to it by a leader line; the one left in place is not
+    assert [t.arrow_patch is not None for t in labels] == [True, False, True]
 
 
 def test_html_cell_puts_each_annotation_on_a_line_of_its_own() -> None:
@@ -243,3 +248,16 @@ def test_a_single_recovered_grid_leaves_room_for_the_title(tmp_path: Path) -> No
     assert plot is not None
     with Image.open(io.BytesIO(plot.png)) as img:
         assert img.width >= 560  # the suptitle, about 5.5 inches at 100 dpi, is not clipped
+
+
+def test_reference_levels_are_named_in_a_legend_not_over_the_curves(results: Path) -> None:
+    from dfml_bench import plots
+
+    runs = [json.loads(p.read_text()) | {"run_dir": str(p.parent)} for p in sorted(results.glob("runs/*/result.json"))]
+    fig = plots.curve_figure("SS", 1, runs, "queries")  # maml_oracle and random spend no queries
+    fig.canvas.draw()
+    legend = fig.axes[0].get_legend()
+    assert legend is not None
+    names = [t.get_text() for t in legend.get_texts()]
+    assert names == ["maml_oracle (oracle): 55.5% (no queries)", "random: 25.5% (no queries)"]  # best val, seed mean
+    assert [t.get_text() for t in fig.axes[0].texts] == ["bidf_mkd"]  # the one curve keeps its end label
