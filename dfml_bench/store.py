@@ -411,7 +411,8 @@ def iter_failures(results_root: Path) -> Iterator[dict[str, Any]]:
 def environment_record(device: Any = None) -> dict[str, Any]:
     """What a run's (or a pool's) numbers may depend on beyond its config (docs/statistics.md): the
     device, library versions, torch's thread count (it sets the order of float reductions),
-    whether deterministic algorithms are on, and the platform."""
+    whether deterministic algorithms are on, the platform, and the CPU (model and the instruction set
+    torch's kernels use: another CPU family rounds differently)."""
     import platform
 
     import numpy as np
@@ -420,10 +421,22 @@ def environment_record(device: Any = None) -> dict[str, Any]:
     record: dict[str, Any] = {} if device is None else {"device": str(device)}
     record.update(torch=torch.__version__, torch_threads=torch.get_num_threads(), numpy=np.__version__,
                   python=platform.python_version(), platform=platform.platform(), machine=platform.machine(),
+                  cpu=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
                   deterministic=torch.are_deterministic_algorithms_enabled())
     if str(device).startswith("cuda"):
         record["float32"] = cuda_float32_mode()
     return record
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`); "" when unknown."""
+    import platform
+
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def float32_flags() -> list[tuple[Any, str, Any]]:

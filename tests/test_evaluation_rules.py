@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from click.testing import CliRunner
 
 from dfml_bench.cli import main
@@ -126,7 +127,8 @@ def test_two_runs_with_one_thread_count_give_identical_episodes(tmp_path) -> Non
     a, b = records
     assert a["torch_threads"] == b["torch_threads"] == 1 and a["deterministic"]
     assert a["per_dataset"] == b["per_dataset"] and a["best_val_accuracy"] == b["best_val_accuracy"]
-    assert {"numpy", "python", "platform", "torch"} <= set(a)
+    assert {"numpy", "python", "platform", "torch", "cpu"} <= set(a)
+    assert a["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # which kernels rounded its floats
 
 
 def test_docs_name_the_evaluation_rule_hook() -> None:
