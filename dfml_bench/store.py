@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -413,8 +414,6 @@ def environment_record(device: Any = None) -> dict[str, Any]:
     device, library versions, torch's thread count (it sets the order of float reductions),
     whether deterministic algorithms are on, the platform, and the CPU (model and the instruction set
     torch's kernels use: another CPU family rounds differently)."""
-    import platform
-
     import numpy as np
     import torch
 
@@ -430,8 +429,6 @@ def environment_record(device: Any = None) -> dict[str, Any]:
 
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`); "" when unknown."""
-    import platform
-
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
